@@ -1,0 +1,173 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/connmgr/connmgr/security"
+)
+
+const (
+	ctxRequestID = "connmgr.requestID"
+	ctxLogger    = "connmgr.logger"
+	ctxKey       = "connmgr.apiKey"
+)
+
+func requestID(c *gin.Context) string { return c.GetString(ctxRequestID) }
+
+// validRequestID accepts a caller's X-Request-Id only if it is short and
+// plain, so it can go into logs and upstream headers as it is.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.:", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// observe assigns the request id, recovers panics, logs one line per
+// request and counts it. The log line has the path but never the query
+// (the OAuth callback's query holds the authorization code).
+func (s *Server) observe() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		id := c.GetHeader("X-Request-Id")
+		if !validRequestID(id) {
+			id = newRequestID()
+		}
+		c.Set(ctxRequestID, id)
+		log := s.log.With("request_id", id)
+		c.Set(ctxLogger, log)
+		c.Header("X-Request-Id", id)
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("panic", "panic", r, "stack", string(debug.Stack()))
+				if !c.Writer.Written() {
+					s.renderProblem(c, newProblem(http.StatusInternalServerError, "internal_error",
+						"connmgr failed to handle the request; the log has the details under this request id"))
+				}
+			}
+			route := c.FullPath()
+			if route == "" {
+				route = "unmatched"
+			}
+			status := c.Writer.Status()
+			elapsed := time.Since(start)
+			s.metrics.requests.WithLabelValues(c.Request.Method, route, strconv.Itoa(status)).Inc()
+			s.metrics.duration.WithLabelValues(c.Request.Method, route).Observe(elapsed.Seconds())
+			level := slog.LevelInfo
+			if status >= 500 {
+				level = slog.LevelError
+			}
+			if !log.Enabled(c.Request.Context(), level) {
+				return
+			}
+			attrs := []slog.Attr{slog.String("method", c.Request.Method), slog.String("path", c.Request.URL.Path),
+				slog.String("route", route), slog.Int("status", status), slog.Duration("duration", elapsed),
+				slog.Int("bytes", c.Writer.Size())}
+			if k, ok := c.Get(ctxKey); ok {
+				attrs = append(attrs, slog.String("actor", k.(*security.APIKey).Name))
+			}
+			log.LogAttrs(c.Request.Context(), level, "request", attrs...)
+		}()
+		c.Next()
+	}
+}
+
+func (s *Server) logger(c *gin.Context) *slog.Logger {
+	if l, ok := c.Get(ctxLogger); ok {
+		return l.(*slog.Logger)
+	}
+	return s.log
+}
+
+// authenticate requires a valid API key as a bearer token.
+func (s *Server) authenticate(c *gin.Context) {
+	h := c.GetHeader("Authorization")
+	scheme, token, _ := strings.Cut(h, " ")
+	if !strings.EqualFold(scheme, "Bearer") || token == "" {
+		s.fail(c, security.ErrUnauthenticated)
+		return
+	}
+	key, err := s.keys.Authenticate(c.Request.Context(), strings.TrimSpace(token))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Set(ctxKey, key)
+	c.Next()
+}
+
+// require lets the request through only if the key's role grants p.
+func (s *Server) require(p security.Permission) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if !apiKey(c).Can(p) {
+			s.renderProblem(c, newProblem(http.StatusForbidden, "forbidden",
+				"the role of this API key ("+string(apiKey(c).Role)+") does not allow this operation"))
+			return
+		}
+		c.Next()
+	}
+}
+
+func apiKey(c *gin.Context) *security.APIKey {
+	k, _ := c.Get(ctxKey)
+	key, _ := k.(*security.APIKey)
+	return key
+}
+
+func actor(c *gin.Context) string {
+	if k := apiKey(c); k != nil {
+		return k.Name
+	}
+	return ""
+}
+
+// limitBody caps request bodies; reading past the cap fails with
+// *http.MaxBytesError, which renders as 413.
+func (s *Server) limitBody(c *gin.Context) {
+	if c.Request.ContentLength > s.maxBody {
+		s.fail(c, &http.MaxBytesError{Limit: s.maxBody})
+		return
+	}
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.maxBody)
+	c.Next()
+}
+
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "connmgr_http_requests_total", Help: "HTTP requests served, by method, route and status.",
+		}, []string{"method", "route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "connmgr_http_request_duration_seconds", Help: "HTTP request latency, by method and route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"method", "route"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}

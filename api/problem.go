@@ -1,0 +1,109 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/security"
+)
+
+// Problem is an RFC 9457 problem detail. Code is stable: callers branch on
+// it to tell connmgr's own errors from a target's.
+type Problem struct {
+	Type     string       `json:"type"`
+	Title    string       `json:"title"`
+	Status   int          `json:"status"`
+	Detail   string       `json:"detail,omitempty"`
+	Instance string       `json:"instance,omitempty"`
+	Code     string       `json:"code"`
+	Errors   []FieldError `json:"errors,omitempty"`
+}
+
+// FieldError names one invalid field of a request.
+type FieldError struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+}
+
+// problemError is an error that already knows its problem.
+type problemError struct {
+	status int
+	code   string
+	detail string
+	errors []FieldError
+}
+
+func (e *problemError) Error() string { return e.detail }
+
+func newProblem(status int, code, detail string) *problemError {
+	return &problemError{status: status, code: code, detail: detail}
+}
+
+func invalidField(field, reason string) *problemError {
+	return &problemError{status: http.StatusUnprocessableEntity, code: "validation_failed",
+		detail: "the request has invalid fields", errors: []FieldError{{field, reason}}}
+}
+
+// problemFor maps an error to its problem. It is the one place where errors
+// become HTTP statuses. Unknown errors become a 500 whose detail says
+// nothing about the cause; the caller logs the cause.
+func problemFor(err error) *problemError {
+	var pe *problemError
+	var ve *connections.ValidationError
+	var ves connections.ValidationErrors
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &pe):
+		return pe
+	case errors.As(err, &ves):
+		p := &problemError{status: http.StatusUnprocessableEntity, code: "validation_failed",
+			detail: "the request has invalid fields"}
+		for _, e := range ves {
+			p.errors = append(p.errors, FieldError{e.Field, e.Reason})
+		}
+		return p
+	case errors.As(err, &ve):
+		return invalidField(ve.Field, ve.Reason)
+	case errors.As(err, &mbe):
+		return newProblem(http.StatusRequestEntityTooLarge, "payload_too_large", "the request body is larger than the limit")
+	case errors.Is(err, connections.ErrNotFound):
+		return newProblem(http.StatusNotFound, "connection_not_found", "no such connection")
+	case errors.Is(err, connections.ErrExists):
+		return newProblem(http.StatusConflict, "connection_exists", "a connection with this name (or the same name in another case) exists")
+	case errors.Is(err, connections.ErrVersionMismatch):
+		return newProblem(http.StatusPreconditionFailed, "precondition_failed", "the connection was changed since the version given in If-Match; read it again")
+	case errors.Is(err, connections.ErrUnavailable):
+		return newProblem(http.StatusServiceUnavailable, "database_unavailable", "the database cannot be reached; retry later")
+	case errors.Is(err, security.ErrUnauthenticated):
+		return newProblem(http.StatusUnauthorized, "unauthorized", "send a valid API key as Authorization: Bearer <key>")
+	case errors.Is(err, security.ErrKeyNotFound):
+		return newProblem(http.StatusNotFound, "api_key_not_found", "no such API key")
+	}
+	return newProblem(http.StatusInternalServerError, "internal_error", "connmgr failed to handle the request; the log has the details under this request id")
+}
+
+// fail renders err as problem+json and logs what a 5xx hides.
+func (s *Server) fail(c *gin.Context, err error) {
+	p := problemFor(err)
+	if p.status >= 500 {
+		s.logger(c).Error("request failed", "status", p.status, "code", p.code, "error", err.Error())
+	}
+	s.renderProblem(c, p)
+}
+
+func (s *Server) renderProblem(c *gin.Context, p *problemError) {
+	if p.status == http.StatusUnauthorized {
+		c.Header("WWW-Authenticate", `Bearer realm="connmgr"`)
+	}
+	if p.status == http.StatusServiceUnavailable {
+		c.Header("Retry-After", "5")
+	}
+	body := Problem{Type: "urn:connmgr:problem:" + p.code, Title: http.StatusText(p.status), Status: p.status,
+		Detail: p.detail, Instance: requestID(c), Code: p.code, Errors: p.errors}
+	c.Header("Content-Type", "application/problem+json")
+	c.Header("Cache-Control", "no-store")
+	c.AbortWithStatusJSON(p.status, body)
+}

@@ -1,0 +1,150 @@
+package connections
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/connmgr/connmgr/migrations"
+)
+
+// DB is an open database with the engine it runs on.
+type DB struct {
+	*gorm.DB
+	Dialect migrations.Dialect
+	// URL is the PostgreSQL URL, or "" for SQLite.
+	URL string
+}
+
+// OpenDB opens PostgreSQL when databaseURL is a postgres:// URL, else the
+// embedded SQLite database in dataDir/connmgr.db (created with the
+// directory). It does not migrate; call Migrate.
+func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
+	cfg := &gorm.Config{
+		TranslateError:         true,
+		SkipDefaultTransaction: true,
+		Logger:                 logger.Discard,
+		NowFunc:                func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) },
+	}
+	if databaseURL != "" {
+		if !strings.HasPrefix(databaseURL, "postgres://") && !strings.HasPrefix(databaseURL, "postgresql://") {
+			return nil, fmt.Errorf("database URL must start with postgres:// or postgresql://")
+		}
+		g, err := gorm.Open(postgres.New(postgres.Config{DSN: databaseURL}), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", redactURLError(err, databaseURL))
+		}
+		sqlDB, _ := g.DB()
+		sqlDB.SetMaxOpenConns(20)
+		sqlDB.SetMaxIdleConns(10)
+		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+		return &DB{DB: g, Dialect: migrations.Postgres, URL: databaseURL}, nil
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dataDir, "connmgr.db")
+	dsn := "file:" + path + "?_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	g, err := gorm.Open(sqlite.Open(dsn), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	sqlDB, _ := g.DB()
+	// One connection: SQLite has one writer anyway, and a single connection
+	// rules out "database is locked" between our own goroutines.
+	sqlDB.SetMaxOpenConns(1)
+	if err := sqlDB.PingContext(ctx); err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	_ = os.Chmod(path, 0o600)
+	return &DB{DB: g, Dialect: migrations.SQLite}, nil
+}
+
+// Migrate applies the embedded migrations.
+func (db *DB) Migrate(ctx context.Context) (migrations.Result, error) {
+	sqlDB, err := db.DB.DB()
+	if err != nil {
+		return migrations.Result{}, err
+	}
+	return migrations.Apply(ctx, sqlDB, db.Dialect)
+}
+
+// Ping reports whether the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	sqlDB, err := db.DB.DB()
+	if err != nil {
+		return err
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Close closes the database.
+func (db *DB) Close() error {
+	sqlDB, err := db.DB.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// Translate maps a database error to this package's errors: no row to
+// ErrNotFound, a unique violation to ErrExists, a lost connection to
+// ErrUnavailable (wrapped). Other errors are returned as they are.
+func Translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return ErrNotFound
+	case errors.Is(err, gorm.ErrDuplicatedKey):
+		return ErrExists
+	case unavailable(err):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return err
+}
+
+func unavailable(err error) bool {
+	var netErr net.Error
+	var connectErr *pgconn.ConnectError
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// 08: connection exception, 57P01-03: admin shutdown, crash, cannot connect now.
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")
+	}
+	return errors.As(err, &netErr) || errors.As(err, &connectErr) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) ||
+		strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "database is closed")
+}
+
+// redactURLError keeps a password in the database URL out of an error.
+func redactURLError(err error, rawURL string) error {
+	msg := err.Error()
+	if i := strings.Index(rawURL, "://"); i >= 0 {
+		if at := strings.LastIndex(rawURL, "@"); at > i {
+			userinfo := rawURL[i+3 : at]
+			if c := strings.Index(userinfo, ":"); c >= 0 && c+1 < len(userinfo) {
+				msg = strings.ReplaceAll(msg, userinfo[c+1:], "xxxxx")
+			}
+		}
+	}
+	return errors.New(msg)
+}

@@ -1,0 +1,73 @@
+package connections
+
+import (
+	"context"
+	"errors"
+)
+
+// Errors returned by stores and the service.
+var (
+	// ErrNotFound: no connection has that name (or the caller may not see it).
+	ErrNotFound = errors.New("connection not found")
+	// ErrExists: a connection with that name or identifier exists.
+	ErrExists = errors.New("connection already exists")
+	// ErrVersionMismatch: the connection changed since the version the
+	// caller read (If-Match failed or an update lost a race).
+	ErrVersionMismatch = errors.New("connection was changed since it was read")
+	// ErrUnavailable: the database cannot be reached; retry later.
+	ErrUnavailable = errors.New("database unavailable")
+)
+
+// MaxListLimit is the largest page a List returns.
+const MaxListLimit = 500
+
+// Filter selects connections for List. Zero fields do not filter.
+type Filter struct {
+	Role   Role
+	Policy Policy
+	Status Status
+	// Q matches a case-insensitive substring of the name or of a keyword.
+	Q string
+	// After starts the page after this name (names sort in byte order).
+	After string
+	// Limit is the page size, 1..MaxListLimit.
+	Limit int
+}
+
+// Sealer encrypts secrets at rest. The additional data binds a ciphertext to
+// the row and field it was written for: Open with other additional data
+// fails. Implementations must be safe for concurrent use.
+type Sealer interface {
+	Seal(plaintext, additionalData []byte) ([]byte, error)
+	Open(ciphertext, additionalData []byte) ([]byte, error)
+}
+
+// Store keeps connections. Secrets are encrypted before they reach the
+// database and decrypted on the way out. Implementations are safe for
+// concurrent use; every method that writes more than one row does so in one
+// transaction. Any method returns ErrUnavailable when the database cannot be
+// reached.
+type Store interface {
+	// Create inserts c and sets its ID, Version (1) and timestamps.
+	// Returns ErrExists if the name or identifier is taken.
+	Create(ctx context.Context, c *Connection) error
+	// Get returns the named connection. Returns ErrNotFound.
+	Get(ctx context.Context, name string) (*Connection, error)
+	// List returns up to f.Limit connections ordered by name, and whether
+	// more follow.
+	List(ctx context.Context, f Filter) (cs []*Connection, more bool, err error)
+	// Update replaces the stored connection c.ID if its version is still
+	// c.Version, then increments c.Version and sets UpdatedAt. With
+	// resetCredentials, tokens and pending consents of the connection are
+	// dropped in the same transaction. Returns ErrNotFound or
+	// ErrVersionMismatch.
+	Update(ctx context.Context, c *Connection, resetCredentials bool) error
+	// Delete removes the named connection with its secrets, tokens and
+	// pending consents, and returns what was deleted. Returns ErrNotFound,
+	// or ErrVersionMismatch when version is not 0 and differs.
+	Delete(ctx context.Context, name string, version int64) (*Connection, error)
+	// SetStatus records a status and, when test is not nil, the last test
+	// result, without changing the version. It returns the previous status.
+	// Returns ErrNotFound.
+	SetStatus(ctx context.Context, id int64, s Status, test *TestResult) (prev Status, err error)
+}
