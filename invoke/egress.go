@@ -38,6 +38,10 @@ func (e *DeniedError) Error() string {
 	return "connection to " + target + " refused: " + e.Reason + "; add it to " + allowEnv + " to allow it"
 }
 
+// DenialReason returns the message; packages that cannot import this one
+// (the token client) recognise a denial by this method.
+func (e *DeniedError) DenialReason() string { return e.Error() }
+
 // Is reports whether target is ErrEgressDenied.
 func (e *DeniedError) Is(target error) bool { return target == ErrEgressDenied }
 

@@ -455,10 +455,12 @@ func short(s string) string {
 // clip quotes s, cut short, for an error message.
 func clip(s string) string { return fmt.Sprintf("%q", short(s)) }
 
+// invalid returns an error wrapping ErrInvalidRelativeURI with a reason.
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidRelativeURI, fmt.Sprintf(format, args...))
 }
 
+// mismatch returns an error wrapping ErrTemplate with a reason.
 func mismatch(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrTemplate, fmt.Sprintf(format, args...))
 }
