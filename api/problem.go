@@ -3,6 +3,8 @@ package api
 import (
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -34,6 +36,8 @@ type problemError struct {
 	code   string
 	detail string
 	errors []FieldError
+	// retryAfter, when set, is sent as Retry-After.
+	retryAfter time.Duration
 }
 
 func (e *problemError) Error() string { return e.detail }
@@ -77,6 +81,19 @@ func problemFor(err error) *problemError {
 		return newProblem(http.StatusPreconditionFailed, "precondition_failed", "the connection was changed since the version given in If-Match; read it again")
 	case errors.Is(err, connections.ErrUnavailable):
 		return newProblem(http.StatusServiceUnavailable, "database_unavailable", "the database cannot be reached; retry later")
+	case errors.Is(err, security.ErrNeedsConsent):
+		return newProblem(http.StatusConflict, "consent_required", "the connection needs consent: POST .../consent and open the authorization URL")
+	case errors.Is(err, security.ErrTokenUnavailable):
+		p := newProblem(http.StatusServiceUnavailable, "token_unavailable", "no token could be obtained: "+tokenDetail(err))
+		var te *security.TokenError
+		if errors.As(err, &te) && te.Permanent {
+			p.status = http.StatusBadGateway
+		} else if errors.As(err, &te) && te.RetryAfter > 0 {
+			p.retryAfter = te.RetryAfter
+		}
+		return p
+	case errors.Is(err, security.ErrNotAuthorizationCode):
+		return newProblem(http.StatusConflict, "not_authorization_code", "consent applies only to OAUTH2_AUTHORIZATION_CODE connections")
 	case errors.Is(err, security.ErrUnauthenticated):
 		return newProblem(http.StatusUnauthorized, "unauthorized", "send a valid API key as Authorization: Bearer <key>")
 	case errors.Is(err, security.ErrKeyNotFound):
@@ -98,7 +115,9 @@ func (s *Server) renderProblem(c *gin.Context, p *problemError) {
 	if p.status == http.StatusUnauthorized {
 		c.Header("WWW-Authenticate", `Bearer realm="connmgr"`)
 	}
-	if p.status == http.StatusServiceUnavailable {
+	if p.retryAfter > 0 {
+		c.Header("Retry-After", strconv.Itoa(int(p.retryAfter.Round(time.Second).Seconds())))
+	} else if p.status == http.StatusServiceUnavailable {
 		c.Header("Retry-After", "5")
 	}
 	body := Problem{Type: "urn:connmgr:problem:" + p.code, Title: http.StatusText(p.status), Status: p.status,

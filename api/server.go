@@ -27,6 +27,13 @@ type Config struct {
 	CursorKey []byte
 	// MaxBody limits request bodies (bytes); 0 means 10 MiB.
 	MaxBody int64
+	// Tokens obtains and describes OAuth tokens.
+	Tokens *security.Manager
+	// Consent runs the authorization-code consent flow.
+	Consent *security.Consent
+	// Tester tests a connection without OAuth tokens by calling its target;
+	// detail says what happened, without secrets or response bodies.
+	Tester func(ctx context.Context, c *connections.Connection) (ok bool, detail string)
 	// Ready reports whether the service can serve (the database answers).
 	Ready    func(context.Context) error
 	Logger   *slog.Logger
@@ -37,6 +44,9 @@ type Config struct {
 type Server struct {
 	conns   *connections.Service
 	keys    *security.KeyStore
+	tokens  *security.Manager
+	consent *security.Consent
+	tester  func(context.Context, *connections.Connection) (bool, string)
 	openapi []byte
 	cursors cursors
 	maxBody int64
@@ -50,7 +60,7 @@ type Server struct {
 // New returns a server for cfg with its routes installed.
 func New(cfg Config) *Server {
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{conns: cfg.Connections, keys: cfg.Keys, openapi: cfg.OpenAPI, cursors: cursors{cfg.CursorKey},
+	s := &Server{conns: cfg.Connections, keys: cfg.Keys, tokens: cfg.Tokens, consent: cfg.Consent, tester: cfg.Tester, openapi: cfg.OpenAPI, cursors: cursors{cfg.CursorKey},
 		maxBody: cfg.MaxBody, ready: cfg.Ready, log: cfg.Logger, reg: cfg.Registry}
 	if s.maxBody <= 0 {
 		s.maxBody = 10 << 20
@@ -97,6 +107,11 @@ func (s *Server) routes() *gin.Engine {
 	v1.GET("/connections/:name", s.visible, read, s.getConnection)
 	v1.PUT("/connections/:name", s.visible, write, s.replaceConnection)
 	v1.DELETE("/connections/:name", s.visible, write, s.deleteConnection)
+	v1.POST("/connections/:name/test", s.visible, write, s.testConnection)
+	v1.GET("/connections/:name/token", s.visible, read, s.getToken)
+	v1.POST("/connections/:name/token/refresh", s.visible, write, s.refreshToken)
+	v1.POST("/connections/:name/consent", s.visible, write, s.startConsent)
+	r.GET("/oauth/callback", s.oauthCallback)
 
 	keys := v1.Group("/apikeys", s.require(security.PermManageKeys))
 	keys.POST("", s.createAPIKey)

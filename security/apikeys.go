@@ -313,6 +313,7 @@ func (s *KeyStore) Revoke(ctx context.Context, id string) (*APIKey, error) {
 		return nil, fmt.Errorf("revoke API key: %w", connections.Translate(err))
 	}
 	s.Forget(row.ID)
+	row.RevokedAt = &now
 	return row.key(), nil
 }
 

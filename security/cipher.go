@@ -9,8 +9,8 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -44,7 +44,8 @@ type KeyRing struct {
 var _ connections.Sealer = (*KeyRing)(nil)
 
 // NewKeyRing returns a key ring whose first key encrypts. Each key must be
-// 32 bytes (AES-256).
+// 32 bytes (AES-256). Errors name keys by position, never by id: a
+// malformed entry's id may be a misplaced key.
 func NewKeyRing(ids []string, keys [][]byte) (*KeyRing, error) {
 	if len(ids) == 0 || len(ids) != len(keys) {
 		return nil, errors.New("need at least one key")
@@ -52,13 +53,13 @@ func NewKeyRing(ids []string, keys [][]byte) (*KeyRing, error) {
 	r := &KeyRing{primary: ids[0], keys: make(map[string]cipher.AEAD, len(ids))}
 	for i, id := range ids {
 		if !keyIDRE.MatchString(id) {
-			return nil, fmt.Errorf("key id %q: use 1-64 letters, digits, '_', '.' or '-'", id)
+			return nil, fmt.Errorf("key %d: the id must be 1-64 letters, digits, '_', '.' or '-'", i+1)
 		}
 		if _, dup := r.keys[id]; dup {
-			return nil, fmt.Errorf("key id %q appears twice", id)
+			return nil, fmt.Errorf("key %d: the id of an earlier key appears again", i+1)
 		}
 		if len(keys[i]) != 32 {
-			return nil, fmt.Errorf("key %q: must be 32 bytes (base64 of 32 random bytes), got %d", id, len(keys[i]))
+			return nil, fmt.Errorf("key %d: must be 32 bytes (base64 of 32 random bytes), got %d", i+1, len(keys[i]))
 		}
 		block, err := aes.NewCipher(keys[i])
 		if err != nil {
@@ -90,7 +91,7 @@ func ParseKeyRing(spec string) (*KeyRing, error) {
 		key, err := base64.StdEncoding.DecodeString(b64)
 		if err != nil {
 			if key, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(b64, "=")); err != nil {
-				return nil, fmt.Errorf("key %q: not valid base64", id)
+				return nil, fmt.Errorf("entry %d: key is not valid base64", i+1)
 			}
 		}
 		ids, keys = append(ids, id), append(keys, key)
