@@ -2,6 +2,7 @@ package connections
 
 import (
 	"context"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sync/singleflight"
@@ -36,7 +37,9 @@ func (c *Cache) Get(ctx context.Context, name string) (*Connection, error) {
 	if ok {
 		return conn, nil
 	}
-	v, err, _ := c.group.Do(name, func() (any, error) {
+	// The flight is keyed by generation too: a Get that starts after an
+	// Invalidate never joins a load that started before it.
+	v, err, _ := c.group.Do(strconv.FormatUint(gen, 10)+"/"+name, func() (any, error) {
 		conn, err := c.store.Get(context.WithoutCancel(ctx), name)
 		if err != nil {
 			return nil, err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // GormStore is the Store on a gorm database (SQLite or PostgreSQL).
@@ -45,7 +46,7 @@ type connRow struct {
 	LastTest    *string   `gorm:"column:last_test"`
 	Version     int64     `gorm:"column:version"`
 	CreatedAt   time.Time `gorm:"column:created_at"`
-	UpdatedAt   time.Time `gorm:"column:updated_at"`
+	UpdatedAt   time.Time `gorm:"column:updated_at;autoUpdateTime:false"` // set by Create and Update only
 	CreatedBy   string    `gorm:"column:created_by"`
 	UpdatedBy   string    `gorm:"column:updated_by"`
 }
@@ -276,9 +277,19 @@ func (s *GormStore) List(ctx context.Context, f Filter) ([]*Connection, bool, er
 	if limit <= 0 || limit > MaxListLimit {
 		limit = MaxListLimit
 	}
-	q := s.db.WithContext(ctx).Model(&connRow{}).Order("name").Limit(limit + 1)
+	// Names sort in byte order on both engines, whatever PostgreSQL's
+	// collation, so that pages and cursors agree.
+	name := "name"
+	keyword := "json_each(connections.keywords)"
+	if s.db.Dialector.Name() == "postgres" {
+		name = `name COLLATE "C"`
+		keyword = "json_array_elements_text(connections.keywords::json) AS k(value)"
+	} else {
+		keyword += " AS k"
+	}
+	q := s.db.WithContext(ctx).Model(&connRow{}).Order(name).Limit(limit + 1)
 	if f.After != "" {
-		q = q.Where("name > ?", f.After)
+		q = q.Where(name+" > ?", f.After)
 	}
 	if f.Role != "" {
 		q = q.Where("role = ?", string(f.Role))
@@ -291,7 +302,8 @@ func (s *GormStore) List(ctx context.Context, f Filter) ([]*Connection, bool, er
 	}
 	if f.Q != "" {
 		like := "%" + likeEscaper.Replace(strings.ToLower(f.Q)) + "%"
-		q = q.Where(`LOWER(name) LIKE ? ESCAPE '\' OR LOWER(keywords) LIKE ? ESCAPE '\'`, like, like)
+		q = q.Where(`LOWER(name) LIKE ? ESCAPE '\' OR EXISTS (SELECT 1 FROM `+keyword+
+			` WHERE LOWER(k.value) LIKE ? ESCAPE '\')`, like, like)
 	}
 	var rows []connRow
 	if err := q.Find(&rows).Error; err != nil {
@@ -396,8 +408,10 @@ func (s *GormStore) Delete(ctx context.Context, name string, version int64) (*Co
 func (s *GormStore) SetStatus(ctx context.Context, id int64, st Status, test *TestResult) (Status, error) {
 	var prev Status
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// The row lock (PostgreSQL; SQLite's write transactions are
+		// exclusive anyway) makes concurrent calls see each other's status.
 		var row connRow
-		if err := tx.Select("status").Where("id = ?", id).Take(&row).Error; err != nil {
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Select("status").Where("id = ?", id).Take(&row).Error; err != nil {
 			return err
 		}
 		prev = Status(row.Status)

@@ -13,25 +13,37 @@ const Mask = "********"
 // key, token). Every way of printing it — String, GoString, Format with any
 // verb, JSON, text and slog — shows Mask instead of the value, so a secret
 // cannot leak through a log line or a %+v of a struct that holds one. The
-// value is read only through Reveal.
-type Secret struct{ v string }
+// value is read only through Reveal. The value sits behind a pointer, so
+// even fmt's reflection on a Secret in an unexported field (where it cannot
+// call these methods) prints an address, not the value.
+type Secret struct{ p *string }
 
 // NewSecret wraps s.
-func NewSecret(s string) Secret { return Secret{v: s} }
+func NewSecret(s string) Secret {
+	if s == "" {
+		return Secret{}
+	}
+	return Secret{p: &s}
+}
 
 // Reveal returns the plaintext. Call it only where the value is sent to the
 // party it was entered for, or encrypted.
-func (s Secret) Reveal() string { return s.v }
+func (s Secret) Reveal() string {
+	if s.p == nil {
+		return ""
+	}
+	return *s.p
+}
 
 // IsSet reports whether the secret holds a value.
-func (s Secret) IsSet() bool { return s.v != "" }
+func (s Secret) IsSet() bool { return s.p != nil }
 
 // Equal reports whether s and o hold the same value.
-func (s Secret) Equal(o Secret) bool { return s.v == o.v }
+func (s Secret) Equal(o Secret) bool { return s.Reveal() == o.Reveal() }
 
 // String returns Mask when the secret is set and "" otherwise.
 func (s Secret) String() string {
-	if s.v == "" {
+	if s.p == nil {
 		return ""
 	}
 	return Mask

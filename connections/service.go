@@ -86,8 +86,8 @@ func (s *Service) Replace(ctx context.Context, actor string, ifMatch int64, c *C
 		}
 		cand.Version, cand.UpdatedBy = old.Version, actor
 		err = s.Store.Update(ctx, &cand, reset)
-		if errors.Is(err, ErrVersionMismatch) && ifMatch == 0 && attempt < 5 {
-			continue
+		if errors.Is(err, ErrVersionMismatch) && ifMatch == 0 && ctx.Err() == nil && attempt < 100 {
+			continue // lost a race without If-Match: apply the change to the fresh state
 		}
 		if err != nil {
 			return err

@@ -283,6 +283,7 @@ func hostOf(raw string) string {
 }
 
 func (v *checker) security(s *Security) {
+	before := len(v.errs)
 	allowed, ok := PolicyFields[s.Policy]
 	if !ok {
 		if s.Policy == "" {
@@ -297,7 +298,7 @@ func (v *checker) security(s *Security) {
 			v.add("security."+f, "is not a field of policy %s", s.Policy)
 		}
 	}
-	if len(v.errs) > 0 {
+	if len(v.errs) > before {
 		return
 	}
 	for _, f := range SecretFields {
@@ -393,8 +394,11 @@ func (v *checker) oauth(s *Security) {
 		v.text("security.keyId", s.KeyID, maxShortField, false)
 	} else {
 		v.requireSecret("security.clientSecret", s.ClientSecret)
-		if s.PrivateKeyPEM.IsSet() || s.KeyID != "" {
+		if s.PrivateKeyPEM.IsSet() {
 			v.add("security.privateKeyPem", "is used only with clientAuth PRIVATE_KEY_JWT")
+		}
+		if s.KeyID != "" {
+			v.add("security.keyId", "is used only with clientAuth PRIVATE_KEY_JWT")
 		}
 	}
 	if s.Policy == PolicyPassword {
@@ -455,7 +459,12 @@ func CarrySecrets(old, c *Connection) (carried []string) {
 	c.ID, c.CreatedAt, c.CreatedBy = old.ID, old.CreatedAt, old.CreatedBy
 	c.Status, c.LastTest = old.Status, old.LastTest
 	allowed := PolicyFields[c.Security.Policy]
+	jwt := c.Security.ClientAuth == ClientAuthPrivateKeyJWT
 	for _, f := range SecretFields {
+		// A switch between client secret and private key leaves the other behind.
+		if c.Security.Policy.OAuth() && (f == FieldClientSecret && jwt || f == FieldPrivateKeyPEM && !jwt) {
+			continue
+		}
 		if slices.Contains(allowed, f) && !c.Security.Secret(f).IsSet() && old.Security.Secret(f).IsSet() {
 			c.Security.SetSecret(f, old.Security.Secret(f))
 			carried = append(carried, f)
@@ -474,7 +483,7 @@ func CheckHostChange(old, c *Connection, carried []string) error {
 	oldHosts := old.CredentialHosts()
 	var errs ValidationErrors
 	for field, h := range c.CredentialHosts() {
-		if oh, ok := oldHosts[field]; ok && oh != h {
+		if oh, ok := oldHosts[field]; !ok || oh != h { // a host that got no credentials before is a change too
 			errs = append(errs, &ValidationError{field, fmt.Sprintf(
 				"host changed from %q to %q: re-send the secrets (security.%s) to confirm they may go to the new host",
 				oh, h, strings.Join(carried, ", security."))})
@@ -497,6 +506,7 @@ func ConfigChanged(old, c *Connection) bool {
 	if a.TokenURL != b.TokenURL || a.AuthorizationURL != b.AuthorizationURL || a.ClientID != b.ClientID ||
 		a.Username != b.Username || a.Audience != b.Audience || a.ClientAuth != b.ClientAuth ||
 		a.KeyID != b.KeyID || a.Issuer != b.Issuer || !slices.Equal(a.Scopes, b.Scopes) ||
+		a.In != b.In || a.Name != b.Name || !equalPtr(a.ValuePrefix, b.ValuePrefix) ||
 		!maps.Equal(a.ExtraParams, b.ExtraParams) {
 		return true
 	}
@@ -506,6 +516,10 @@ func ConfigChanged(old, c *Connection) bool {
 		}
 	}
 	return false
+}
+
+func equalPtr(a, b *string) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 // InitialStatus is the status of a newly created or reconfigured connection.

@@ -1,0 +1,66 @@
+package audit_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+
+	"github.com/connmgr/connmgr/audit"
+	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/security"
+)
+
+// Example attaches the audit log to the connection service and reads back
+// what a create and an update recorded.
+func Example() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "audit-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := connections.OpenDB(ctx, "", dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Migrate(ctx); err != nil {
+		log.Fatal(err)
+	}
+	spec, _ := security.GenerateKeySpec("k1")
+	ring, _ := security.ParseKeyRing(spec)
+
+	store := audit.NewStore(db.DB, ring.Derive("audit"))
+	svc := &connections.Service{Store: connections.NewGormStore(db.DB, ring)}
+	svc.Observers = append(svc.Observers, store.ConnectionChanged)
+	svc.StatusObservers = append(svc.StatusObservers, store.StatusChanged)
+
+	// The API puts the caller and the request id into the context.
+	ctx = audit.WithRequest(ctx, "alice", "req-1")
+	c := &connections.Connection{Name: "Conn_REST_Orders", Role: connections.RoleInvoke,
+		BaseURL: "https://api.example.com/v2", Security: connections.Security{Policy: connections.PolicyBasic,
+			Username: "orders", Password: connections.NewSecret("s3cret")}}
+	if err := svc.Create(ctx, "alice", c); err != nil {
+		log.Fatal(err)
+	}
+	c.Description = "Orders API"
+	c.Security.Password = connections.NewSecret("n3w-s3cret")
+	if err := svc.Replace(ctx, "alice", 0, c); err != nil {
+		log.Fatal(err)
+	}
+
+	events, _, err := store.List(ctx, audit.Filter{Connection: "Conn_REST_Orders"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := len(events) - 1; i >= 0; i-- {
+		e := events[i]
+		fmt.Println(e.Actor, e.Action, e.Detail["field"], e.Detail["changed"], e.Detail["host"])
+	}
+	// Output:
+	// alice connection.created <nil> <nil> api.example.com
+	// alice secret.set security.password <nil> <nil>
+	// alice connection.updated <nil> [description] <nil>
+	// alice secret.changed security.password <nil> <nil>
+}
