@@ -37,9 +37,12 @@ func jsonProblem(err error) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	var mbe *http.MaxBytesError
+	var pe *problemError
 	switch {
 	case errors.As(err, &mbe):
 		return err
+	case errors.As(err, &pe):
+		return pe
 	case errors.Is(err, io.EOF):
 		return newProblem(http.StatusBadRequest, "malformed_request", "the request body is empty; send a JSON object")
 	case errors.As(err, &syn):

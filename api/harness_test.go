@@ -109,7 +109,12 @@ func newHarness(t *testing.T, e connectionstest.Engine) *harness {
 		Client: guard.Client(10 * time.Second), Logger: log})
 	svc.Observers = append(svc.Observers, tokens.Observe)
 	consent := security.NewConsent(db.DB, ring, tokens, "http://connmgr.test/oauth/callback")
-	srv := New(Config{Connections: svc, Keys: keys, Tokens: tokens, Consent: consent, Tester: testTarget(guard),
+	cache := connections.NewCache(store)
+	svc.Observers = append(svc.Observers, cache.Observe)
+	proxy := invoke.NewProxy(tokens, guard.Transport(0), nil)
+	proxy.MaxBody = 64 << 10
+	srv := New(Config{Connections: svc, Keys: keys, Tokens: tokens, Consent: consent, Tester: proxy.Test,
+		Cache: cache, Proxy: proxy,
 		OpenAPI: connmgr.OpenAPI, CursorKey: ring.Derive("cursor"), MaxBody: 64 << 10, Ready: db.Ping, Logger: log})
 	_, admin, err := keys.Create(context.Background(), security.NewKey{Name: "test-admin", Role: security.RoleAdmin})
 	if err != nil {
@@ -212,6 +217,11 @@ func (h *harness) validate(req *http.Request, raw []byte, res *response) {
 	vreq := req.Clone(context.Background())
 	vreq.URL.Scheme, vreq.URL.Host = "", ""
 	vreq.Body = io.NopCloser(bytes.NewReader(raw))
+	if rest, ok := strings.CutPrefix(vreq.URL.Path, "/invoke/"); ok {
+		// OpenAPI path parameters hold one segment; the relative path is many.
+		name, _, _ := strings.Cut(rest, "/")
+		vreq.URL.Path, vreq.URL.RawPath = "/invoke/"+name+"/relative", ""
+	}
 	route, params, err := h.router.FindRoute(vreq)
 	if err != nil {
 		if res.status == http.StatusNotFound || res.status == http.StatusMethodNotAllowed {
@@ -231,19 +241,5 @@ func (h *harness) validate(req *http.Request, raw []byte, res *response) {
 		Header: res.header, Body: io.NopCloser(bytes.NewReader(res.body)), Options: opts}
 	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
 		h.t.Fatalf("%s %s: response %d does not match openapi.yaml: %v\nbody: %s", req.Method, req.URL.Path, res.status, err, res.body)
-	}
-}
-
-// testTarget is a stand-in tester until the proxy's is wired: GET on the
-// base URL through the guarded client.
-func testTarget(g *invoke.Guard) func(context.Context, *connections.Connection) (bool, string) {
-	client := g.Client(5 * time.Second)
-	return func(ctx context.Context, c *connections.Connection) (bool, string) {
-		res, err := client.Get(c.BaseURL)
-		if err != nil {
-			return false, "unreachable"
-		}
-		res.Body.Close()
-		return res.StatusCode/100 == 2, res.Status
 	}
 }

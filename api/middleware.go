@@ -59,7 +59,14 @@ func (s *Server) observe() gin.HandlerFunc {
 		c.Set(ctxLogger, log)
 		c.Header("X-Request-Id", id)
 		defer func() {
-			if r := recover(); r != nil {
+			r := recover()
+			if r == http.ErrAbortHandler {
+				// The proxy aborts a response it cannot finish (the target
+				// broke off mid-body): the caller must see a broken
+				// response, not a complete-looking one.
+				defer panic(r)
+				c.Writer.WriteHeaderNow()
+			} else if r != nil {
 				log.Error("panic", "panic", r, "stack", string(debug.Stack()))
 				if !c.Writer.Written() {
 					s.renderProblem(c, newProblem(http.StatusInternalServerError, "internal_error",

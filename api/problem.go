@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/invoke"
 	"github.com/connmgr/connmgr/security"
 )
 
@@ -94,12 +96,36 @@ func problemFor(err error) *problemError {
 		return p
 	case errors.Is(err, security.ErrNotAuthorizationCode):
 		return newProblem(http.StatusConflict, "not_authorization_code", "consent applies only to OAUTH2_AUTHORIZATION_CODE connections")
+	case errors.Is(err, invoke.ErrInvalidRelativeURI):
+		return newProblem(http.StatusBadRequest, "invalid_relative_uri", err.Error())
+	case errors.Is(err, invoke.ErrTemplate):
+		return newProblem(http.StatusUnprocessableEntity, "template_mismatch", err.Error())
+	case errors.Is(err, invoke.ErrBodyTooLarge):
+		return newProblem(http.StatusRequestEntityTooLarge, "payload_too_large", "the request body is larger than the limit")
+	case errors.Is(err, invoke.ErrEgressDenied):
+		return newProblem(http.StatusForbidden, "egress_denied", egressDetail(err))
+	case errors.Is(err, invoke.ErrUpstreamTimeout):
+		return newProblem(http.StatusGatewayTimeout, "upstream_timeout", err.Error())
+	case errors.Is(err, invoke.ErrUpstreamUnreachable):
+		return newProblem(http.StatusBadGateway, "upstream_unreachable", err.Error())
+	case errors.Is(err, context.Canceled):
+		return newProblem(499, "client_closed_request", "the caller went away")
 	case errors.Is(err, security.ErrUnauthenticated):
 		return newProblem(http.StatusUnauthorized, "unauthorized", "send a valid API key as Authorization: Bearer <key>")
 	case errors.Is(err, security.ErrKeyNotFound):
 		return newProblem(http.StatusNotFound, "api_key_not_found", "no such API key")
 	}
 	return newProblem(http.StatusInternalServerError, "internal_error", "connmgr failed to handle the request; the log has the details under this request id")
+}
+
+// egressDetail is the guard's own message: which address was refused and
+// which variable would allow it.
+func egressDetail(err error) string {
+	var de *invoke.DeniedError
+	if errors.As(err, &de) {
+		return de.Error()
+	}
+	return "the target's address is not allowed; see CONNMGR_EGRESS_ALLOW"
 }
 
 // fail renders err as problem+json and logs what a 5xx hides.

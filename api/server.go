@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/invoke"
 	"github.com/connmgr/connmgr/security"
 )
 
@@ -33,7 +34,11 @@ type Config struct {
 	Consent *security.Consent
 	// Tester tests a connection without OAuth tokens by calling its target;
 	// detail says what happened, without secrets or response bodies.
-	Tester func(ctx context.Context, c *connections.Connection) (ok bool, detail string)
+	Tester func(ctx context.Context, c *connections.Connection) invoke.TestOutcome
+	// Cache serves connections to the invoke path without database queries.
+	Cache *connections.Cache
+	// Proxy forwards invokes; its ErrorHandler is set by New.
+	Proxy *invoke.Proxy
 	// Ready reports whether the service can serve (the database answers).
 	Ready    func(context.Context) error
 	Logger   *slog.Logger
@@ -46,7 +51,9 @@ type Server struct {
 	keys    *security.KeyStore
 	tokens  *security.Manager
 	consent *security.Consent
-	tester  func(context.Context, *connections.Connection) (bool, string)
+	tester  func(context.Context, *connections.Connection) invoke.TestOutcome
+	cache   *connections.Cache
+	proxy   *invoke.Proxy
 	openapi []byte
 	cursors cursors
 	maxBody int64
@@ -60,7 +67,7 @@ type Server struct {
 // New returns a server for cfg with its routes installed.
 func New(cfg Config) *Server {
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{conns: cfg.Connections, keys: cfg.Keys, tokens: cfg.Tokens, consent: cfg.Consent, tester: cfg.Tester, openapi: cfg.OpenAPI, cursors: cursors{cfg.CursorKey},
+	s := &Server{conns: cfg.Connections, keys: cfg.Keys, tokens: cfg.Tokens, consent: cfg.Consent, tester: cfg.Tester, cache: cfg.Cache, proxy: cfg.Proxy, openapi: cfg.OpenAPI, cursors: cursors{cfg.CursorKey},
 		maxBody: cfg.MaxBody, ready: cfg.Ready, log: cfg.Logger, reg: cfg.Registry}
 	if s.maxBody <= 0 {
 		s.maxBody = 10 << 20
@@ -72,6 +79,9 @@ func New(cfg Config) *Server {
 		s.reg = prometheus.NewRegistry()
 	}
 	s.metrics = newHTTPMetrics(s.reg)
+	if s.proxy != nil {
+		s.proxy.ErrorHandler = s.invokeError
+	}
 	s.engine = s.routes()
 	return s
 }
@@ -112,6 +122,14 @@ func (s *Server) routes() *gin.Engine {
 	v1.POST("/connections/:name/token/refresh", s.visible, write, s.refreshToken)
 	v1.POST("/connections/:name/consent", s.visible, write, s.startConsent)
 	r.GET("/oauth/callback", s.oauthCallback)
+	invoker := s.require(security.PermInvoke)
+	v1.POST("/connections/:name/invoke", s.visible, invoker, s.invokeDynamic)
+	// The transparent form streams bodies to the target; the proxy applies
+	// the body limit itself.
+	for _, m := range invokeMethods {
+		r.Handle(m, "/invoke/:name", s.authenticate, s.visible, invoker, s.invokeTransparent)
+		r.Handle(m, "/invoke/:name/*path", s.authenticate, s.visible, invoker, s.invokeTransparent)
+	}
 
 	keys := v1.Group("/apikeys", s.require(security.PermManageKeys))
 	keys.POST("", s.createAPIKey)

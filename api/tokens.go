@@ -76,7 +76,8 @@ func (s *Server) testConnection(c *gin.Context) {
 			status = connections.StatusNeedsConsent
 		}
 	} else {
-		ok, detail = s.tester(ctx, conn)
+		out := s.tester(ctx, conn)
+		ok, detail = out.OK, out.Detail
 	}
 	latency := time.Since(start)
 	if ok {

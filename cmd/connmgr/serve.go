@@ -15,15 +15,22 @@ import (
 	"github.com/connmgr/connmgr"
 	"github.com/connmgr/connmgr/api"
 	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/invoke"
+	"github.com/connmgr/connmgr/migrations"
 	"github.com/connmgr/connmgr/security"
 )
+
+// tokenRequestTimeout bounds one request to a token endpoint.
+const tokenRequestTimeout = 15 * time.Second
 
 // shutdownGrace bounds how long in-flight calls may take after SIGTERM.
 const shutdownGrace = 30 * time.Second
 
 func resealers(a *app) []resealer {
 	conns := connections.NewGormStore(a.db.DB, a.ring)
-	return []resealer{{"connection secrets", conns.Reseal}}
+	tokens := security.NewManager(security.ManagerConfig{DB: a.db.DB, Sealer: a.ring, Connections: conns})
+	consent := security.NewConsent(a.db.DB, a.ring, tokens, "")
+	return []resealer{{"connection secrets", conns.Reseal}, {"tokens", tokens.Reseal}, {"pending consents", consent.Reseal}}
 }
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stderr *os.File) error {
@@ -54,8 +61,46 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := api.New(api.Config{Connections: svc, Keys: keys, OpenAPI: connmgr.OpenAPI,
-		CursorKey: a.ring.Derive("cursor"), MaxBody: a.cfg.MaxBody, Ready: a.db.Ping, Logger: log, Registry: reg})
+
+	allow, _ := invoke.ParseAllow(a.cfg.EgressAllow) // checked by parseConfig
+	guard := &invoke.Guard{Allow: allow}
+	tokens := security.NewManager(security.ManagerConfig{DB: a.db.DB, Sealer: a.ring, Connections: store, Status: svc,
+		Client: guard.Client(tokenRequestTimeout), DefaultTTL: a.cfg.DefaultTokenTTL, Logger: log, Registerer: reg})
+	svc.Observers = append(svc.Observers, tokens.Observe)
+	consent := security.NewConsent(a.db.DB, a.ring, tokens, a.cfg.PublicURL+"/oauth/callback")
+	if a.db.Dialect == migrations.Postgres {
+		// Other replicas change connections, tokens and keys too; their
+		// changes reach this process's caches through LISTEN/NOTIFY.
+		lctx, stopListen := context.WithCancel(context.Background())
+		defer stopListen()
+		go connections.Listen(lctx, a.db.URL, func(n connections.Notification) {
+			switch n.Kind {
+			case "connection":
+				cache.Invalidate(n.Name)
+				tokens.Forget(n.ID)
+			case "token":
+				tokens.Forget(n.ID)
+			case "apikey":
+				keys.Forget(n.Name)
+			case "reset":
+				cache.Invalidate("")
+				tokens.Forget(0)
+				keys.Forget("")
+			}
+		}, log, nil)
+	}
+	sched, err := security.StartScheduler(a.cfg.RefreshSchedule, tokens, log)
+	if err != nil {
+		return &configError{"CONNMGR_REFRESH_SCHEDULE", err.Error()}
+	}
+	defer sched.Stop()
+
+	proxy := invoke.NewProxy(tokens, guard.Transport(0), reg)
+	proxy.MaxBody, proxy.Logger = a.cfg.MaxBody, log
+	srv := api.New(api.Config{Connections: svc, Keys: keys, Tokens: tokens, Consent: consent, Tester: proxy.Test,
+		Cache: cache, Proxy: proxy,
+		OpenAPI: connmgr.OpenAPI, CursorKey: a.ring.Derive("cursor"), MaxBody: a.cfg.MaxBody, Ready: a.db.Ping,
+		Logger: log, Registry: reg})
 
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 64 << 10, ErrorLog: nil}

@@ -1,0 +1,1150 @@
+package invoke_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/http/httputil"
+	"net/netip"
+	"net/textproto"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/invoke"
+	"github.com/connmgr/connmgr/security"
+)
+
+// canary is part of every credential and upstream body in these tests; no
+// error, detail or log may contain it.
+const canary = "c4n4ry"
+
+// fakeCreds is a Credentials that counts its calls. For OAuth connections
+// it sets "Bearer tok-N-<canary>", N counting applies, and returns the
+// token; for others it sets an API key header and returns nil.
+type fakeCreds struct {
+	mu       sync.Mutex
+	applies  int
+	rejected []string // the access tokens reported to Rejected
+	err      error    // returned by Apply when set
+}
+
+func (f *fakeCreds) Apply(_ context.Context, c *connections.Connection, req *http.Request) (*security.Token, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	f.applies++
+	if !c.Security.Policy.OAuth() {
+		req.Header.Set("X-Api-Key", "key-"+canary)
+		return nil, nil
+	}
+	tok := &security.Token{AccessToken: connections.NewSecret(fmt.Sprintf("tok-%d-%s", f.applies, canary))}
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken.Reveal())
+	return tok, nil
+}
+
+func (f *fakeCreds) Rejected(_ context.Context, _ *connections.Connection, tok *security.Token) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rejected = append(f.rejected, tok.AccessToken.Reveal())
+}
+
+func (f *fakeCreds) counts() (applies int, rejected []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applies, append([]string(nil), f.rejected...)
+}
+
+// seen is a request as the upstream got it.
+type seen struct {
+	method, uri, host string
+	header            http.Header
+	body              string
+	chunked           bool
+}
+
+// upstream is a test target that records the requests it gets, then
+// hands them to its handler with the body already read.
+type upstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	reqs []seen
+}
+
+func newUpstream(t testing.TB, h http.HandlerFunc) *upstream {
+	t.Helper()
+	u := &upstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		u.mu.Lock()
+		u.reqs = append(u.reqs, seen{method: r.Method, uri: r.RequestURI, host: r.Host, header: r.Header.Clone(),
+			body: string(body), chunked: len(r.TransferEncoding) > 0 && r.TransferEncoding[0] == "chunked"})
+		u.mu.Unlock()
+		if h != nil {
+			h(w, r)
+		}
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) requests() []seen {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]seen(nil), u.reqs...)
+}
+
+// harness is a Proxy with fake credentials that records what reaches its
+// ErrorHandler.
+type harness struct {
+	p     *invoke.Proxy
+	creds *fakeCreds
+	tr    *http.Transport
+	reg   *prometheus.Registry
+
+	mu   sync.Mutex
+	errs []error
+}
+
+// errStatus is what the test ErrorHandler writes, so that a test can tell
+// connmgr's errors from the target's answers.
+const errStatus = 599
+
+func newHarness(t testing.TB, g *invoke.Guard) *harness {
+	t.Helper()
+	h := &harness{creds: &fakeCreds{}, tr: g.Transport(0), reg: prometheus.NewRegistry()}
+	t.Cleanup(h.tr.CloseIdleConnections)
+	h.p = invoke.NewProxy(h.creds, h.tr, h.reg)
+	h.p.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		h.mu.Lock()
+		h.errs = append(h.errs, err)
+		h.mu.Unlock()
+		w.WriteHeader(errStatus)
+	}
+	return h
+}
+
+// allowLoopback is a guard that lets tests reach their httptest servers.
+func allowLoopback(t testing.TB) *invoke.Guard {
+	t.Helper()
+	allow, err := invoke.ParseAllow("127.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &invoke.Guard{Allow: allow}
+}
+
+// err returns the one error the ErrorHandler got, or nil; it fails the
+// test if there were several or one leaks the canary.
+func (h *harness) err(t *testing.T) error {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch len(h.errs) {
+	case 0:
+		return nil
+	case 1:
+	default:
+		t.Errorf("ErrorHandler called %d times (%v), want at most once", len(h.errs), h.errs)
+	}
+	if strings.Contains(h.errs[0].Error(), canary) {
+		t.Errorf("error %q contains a secret or an upstream body", h.errs[0])
+	}
+	return h.errs[0]
+}
+
+func (h *harness) serve(call invoke.Call) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.p.Serve(rec, httptest.NewRequest(http.MethodPost, "/invoke/Conn_Test/x", nil), call)
+	return rec
+}
+
+func conn(base string, policy connections.Policy) *connections.Connection {
+	return &connections.Connection{Name: "Conn_Test", Role: connections.RoleInvoke, BaseURL: base,
+		Security: connections.Security{Policy: policy}, Timeout: 5 * time.Second}
+}
+
+func getCall(c *connections.Connection, rel string) invoke.Call {
+	return invoke.Call{Conn: c, Target: invoke.Target{RelativeURI: rel}, Method: http.MethodGet,
+		Header: http.Header{}, RequestID: "req-1"}
+}
+
+// body returns a call body of known length.
+func body(s string) (io.ReadCloser, int64) { return io.NopCloser(strings.NewReader(s)), int64(len(s)) }
+
+// stream is a body of unknown length that is not a known in-memory type.
+type stream struct{ r io.Reader }
+
+func (s *stream) Read(p []byte) (int, error) { return s.r.Read(p) }
+func (s *stream) Close() error               { return nil }
+
+func streamOf(s string) io.ReadCloser { return &stream{strings.NewReader(s)} }
+
+func TestServeForwardsRequest(t *testing.T) {
+	const oauth = connections.PolicyClientCredentials
+	for _, tt := range []struct {
+		name    string
+		base    string // path and query after the server's URL
+		policy  connections.Policy
+		call    func(*connections.Connection) invoke.Call
+		method  string
+		uri     string
+		body    string
+		chunked bool
+	}{
+		{
+			name: "GET with template and query merge", base: "/v2?fixed=1",
+			call: func(c *connections.Connection) invoke.Call {
+				call := getCall(c, "/orders/{id}/lines?expand=items")
+				call.Target.Template = true
+				call.Target.PathParams = map[string]string{"id": "A/17 x"}
+				call.Target.Query = url.Values{"page": {"2", "3"}}
+				return call
+			},
+			method: "GET", uri: "/v2/orders/A%2F17%20x/lines?fixed=1&expand=items&page=2&page=3",
+		},
+		{
+			name: "empty method means GET", base: "/v2",
+			call: func(c *connections.Connection) invoke.Call {
+				call := getCall(c, "")
+				call.Method = ""
+				return call
+			},
+			method: "GET", uri: "/v2",
+		},
+		{
+			name: "POST with a body of known length", base: "/v2",
+			call: func(c *connections.Connection) invoke.Call {
+				call := getCall(c, "orders")
+				call.Method = http.MethodPost
+				call.Body, call.ContentLength = body(`{"id":1}`)
+				return call
+			},
+			method: "POST", uri: "/v2/orders", body: `{"id":1}`,
+		},
+		{
+			name: "PUT streamed", base: "/v2",
+			call: func(c *connections.Connection) invoke.Call {
+				call := getCall(c, "orders/1")
+				call.Method = http.MethodPut
+				call.Body, call.ContentLength = streamOf("streamed body"), -1
+				return call
+			},
+			method: "PUT", uri: "/v2/orders/1", body: "streamed body", chunked: true,
+		},
+		{
+			name: "POST buffered for OAuth", base: "/v2", policy: oauth,
+			call: func(c *connections.Connection) invoke.Call {
+				call := getCall(c, "orders")
+				call.Method = http.MethodPost
+				call.Body, call.ContentLength = body("small")
+				return call
+			},
+			method: "POST", uri: "/v2/orders", body: "small",
+		},
+		{
+			name: "PATCH replayable of unknown length", base: "/v2", policy: oauth,
+			call: func(c *connections.Connection) invoke.Call {
+				call := getCall(c, "orders/1")
+				call.Method = http.MethodPatch
+				call.Body, call.ContentLength, call.Replayable = streamOf(`{"qty":2}`), -1, true
+				return call
+			},
+			method: "PATCH", uri: "/v2/orders/1", body: `{"qty":2}`,
+		},
+		{
+			name: "DELETE without body", base: "/v2/",
+			call: func(c *connections.Connection) invoke.Call {
+				call := getCall(c, "/orders/1")
+				call.Method = http.MethodDelete
+				call.Body = http.NoBody
+				return call
+			},
+			method: "DELETE", uri: "/v2/orders/1",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/plain")
+				w.WriteHeader(http.StatusCreated)
+				io.WriteString(w, "answer")
+			})
+			h := newHarness(t, allowLoopback(t))
+			policy := tt.policy
+			if policy == "" {
+				policy = connections.PolicyNone
+			}
+			rec := h.serve(tt.call(conn(up.URL+tt.base, policy)))
+			if err := h.err(t); err != nil {
+				t.Fatalf("Serve(%s) error = %v", tt.name, err)
+			}
+			if rec.Code != http.StatusCreated || rec.Body.String() != "answer" {
+				t.Errorf("Serve(%s) = %d %q, want 201 %q", tt.name, rec.Code, rec.Body, "answer")
+			}
+			reqs := up.requests()
+			if len(reqs) != 1 {
+				t.Fatalf("upstream got %d requests, want 1", len(reqs))
+			}
+			got := reqs[0]
+			if got.method != tt.method || got.uri != tt.uri || got.body != tt.body || got.chunked != tt.chunked {
+				t.Errorf("upstream got %s %s body %q chunked %v, want %s %s body %q chunked %v",
+					got.method, got.uri, got.body, got.chunked, tt.method, tt.uri, tt.body, tt.chunked)
+			}
+			if want := strings.TrimPrefix(up.URL, "http://"); got.host != want {
+				t.Errorf("upstream got Host %q, want %q", got.host, want)
+			}
+		})
+	}
+}
+
+func TestServeRequestHeaders(t *testing.T) {
+	up := newUpstream(t, nil)
+	h := newHarness(t, allowLoopback(t))
+	c := conn(up.URL, connections.PolicyClientCredentials)
+	c.Headers = map[string]string{"X-Api-Version": "2"}
+	// Forbidden names in ForwardHeaders would fail validation; they must
+	// not pass even so.
+	c.ForwardHeaders = []string{"x-tenant", "Authorization", "Cookie", "X-Forwarded-Host"}
+
+	call := getCall(c, "orders")
+	call.Header = http.Header{
+		"Connection":          {"Authorization, Idempotency-Key", "X-Tenant-Extra"},
+		"Authorization":       {"Bearer caller-" + canary},
+		"Cookie":              {"session=" + canary},
+		"X-Forwarded-For":     {"10.0.0.1"},
+		"X-Forwarded-Host":    {"evil.example"},
+		"Forwarded":           {"for=10.0.0.1"},
+		"Proxy-Authorization": {"Basic " + canary},
+		"Proxy-Foo":           {"1"},
+		"Idempotency-Key":     {"k-1"},
+		"Keep-Alive":          {"timeout=5"},
+		"Te":                  {"trailers"},
+		"Upgrade":             {"websocket"},
+		"X-Tenant-Extra":      {"dropped"},
+		"X-Request-Id":        {"spoofed"},
+		"User-Agent":          {"curl/8"},
+		"X-Internal":          {"1"},
+		"Accept":              {"application/json"},
+		"Accept-Encoding":     {"gzip"},
+		"Content-Type":        {"application/json"},
+		"If-None-Match":       {`"v1"`},
+		"If-Modified-Since":   {"Wed, 21 Oct 2015 07:28:00 GMT"},
+		"X-Tenant":            {"acme"},
+	}
+	call.RequestID = "req-42"
+	if rec := h.serve(call); rec.Code != http.StatusOK {
+		t.Fatalf("Serve() status = %d, want 200 (error %v)", rec.Code, h.err(t))
+	}
+	reqs := up.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("upstream got %d requests, want 1", len(reqs))
+	}
+	got := reqs[0].header
+	for _, tt := range []struct {
+		name string
+		want string // "" means absent
+	}{
+		{"Authorization", "Bearer tok-1-" + canary},
+		{"Cookie", ""},
+		{"X-Forwarded-For", ""},
+		{"X-Forwarded-Host", ""},
+		{"Forwarded", ""},
+		{"Proxy-Authorization", ""},
+		{"Proxy-Foo", ""},
+		{"Idempotency-Key", ""}, // named in Connection
+		{"X-Tenant-Extra", ""},
+		{"Connection", ""},
+		{"Keep-Alive", ""},
+		{"Te", ""},
+		{"Upgrade", ""},
+		{"X-Internal", ""},
+		{"X-Request-Id", "req-42"},
+		{"User-Agent", "connmgr"},
+		{"Accept", "application/json"},
+		{"Accept-Encoding", "gzip"},
+		{"Content-Type", "application/json"},
+		{"If-None-Match", `"v1"`},
+		{"If-Modified-Since", "Wed, 21 Oct 2015 07:28:00 GMT"},
+		{"X-Tenant", "acme"},
+		{"X-Api-Version", "2"},
+	} {
+		if v := strings.Join(got.Values(tt.name), ", "); v != tt.want {
+			t.Errorf("upstream header %s = %q, want %q", tt.name, v, tt.want)
+		}
+	}
+	if v := call.Header.Get("Authorization"); v != "Bearer caller-"+canary {
+		t.Errorf("Serve changed the caller's headers: Authorization = %q", v)
+	}
+}
+
+func TestServeResponseHeaders(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		for k, v := range map[string]string{
+			"Content-Type":                "application/json",
+			"Etag":                        `"v2"`,
+			"Cache-Control":               "no-store",
+			"Link":                        `</next>; rel="next"`,
+			"X-Ratelimit-Remaining":       "9",
+			"Ratelimit-Policy":            "10;w=1",
+			"Set-Cookie":                  "session=" + canary,
+			"Access-Control-Allow-Origin": "*",
+			"Www-Authenticate":            "Bearer",
+			"Server":                      "upstream/1.0",
+			"Keep-Alive":                  "timeout=5",
+			"Connection":                  "X-Hop",
+			"X-Hop":                       "1",
+			"Proxy-Authenticate":          "Basic",
+			"X-Request-Id":                "upstream-id",
+			"X-Internal":                  "1",
+			"Strict-Transport-Security":   "max-age=1",
+			"Trailer":                     "X-Announced",
+		} {
+			h.Set(k, v)
+		}
+		io.WriteString(w, "payload")
+		h.Set("X-Announced", canary)
+		h.Set(http.TrailerPrefix+"X-Unannounced", canary)
+	})
+	h := newHarness(t, allowLoopback(t))
+	rec := h.serve(getCall(conn(up.URL, connections.PolicyNone), ""))
+	res := rec.Result()
+	if res.StatusCode != http.StatusOK || rec.Body.String() != "payload" {
+		t.Fatalf("Serve() = %d %q, want 200 %q (error %v)", res.StatusCode, rec.Body, "payload", h.err(t))
+	}
+	for _, tt := range []struct {
+		name string
+		want string
+	}{
+		{"Content-Type", "application/json"},
+		{"Etag", `"v2"`},
+		{"Cache-Control", "no-store"},
+		{"Link", `</next>; rel="next"`},
+		{"X-Ratelimit-Remaining", "9"},
+		{"Ratelimit-Policy", "10;w=1"},
+		{"X-Request-Id", "req-1"},
+		{"Set-Cookie", ""},
+		{"Access-Control-Allow-Origin", ""},
+		{"Www-Authenticate", ""},
+		{"Server", ""},
+		{"Keep-Alive", ""},
+		{"Connection", ""},
+		{"X-Hop", ""},
+		{"Proxy-Authenticate", ""},
+		{"X-Internal", ""},
+		{"Strict-Transport-Security", ""},
+		{"Trailer", ""},
+	} {
+		if v := strings.Join(res.Header.Values(tt.name), ", "); v != tt.want {
+			t.Errorf("response header %s = %q, want %q", tt.name, v, tt.want)
+		}
+	}
+	if len(res.Trailer) != 0 {
+		t.Errorf("response trailers = %v, want none", res.Trailer)
+	}
+}
+
+// TestServeDrops1xx checks that informational responses, whose headers
+// ReverseProxy would copy unfiltered, do not reach the caller.
+func TestServeDrops1xx(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Set-Cookie", "early="+canary)
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Set-Cookie")
+		w.Header().Del("Link")
+		io.WriteString(w, "done")
+	})
+	h := newHarness(t, allowLoopback(t))
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.p.Serve(w, r, getCall(conn(up.URL, connections.PolicyNone), ""))
+	}))
+	defer front.Close()
+
+	var informational atomic.Int64
+	ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(int, textproto.MIMEHeader) error { informational.Add(1); return nil },
+	})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL, nil)
+	res, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || string(b) != "done" || res.Header.Get("Set-Cookie") != "" {
+		t.Errorf("Serve() = %d %q Set-Cookie %q, want 200 %q and no cookie", res.StatusCode, b, res.Header.Get("Set-Cookie"), "done")
+	}
+	if n := informational.Load(); n != 0 {
+		t.Errorf("caller got %d informational responses, want 0", n)
+	}
+}
+
+func TestServeRetry(t *testing.T) {
+	const oauth = connections.PolicyClientCredentials
+	for _, tt := range []struct {
+		name     string
+		policy   connections.Policy
+		statuses []int // the upstream's answers in turn; then 200
+		body     func() (io.ReadCloser, int64, bool)
+		want     int // status to the caller
+		requests int
+		applies  int
+		rejected []string
+	}{
+		{
+			name: "GET 401 then 200", policy: oauth, statuses: []int{401},
+			want: 200, requests: 2, applies: 2, rejected: []string{"tok-1-" + canary},
+		},
+		{
+			name: "POST small body 401 then 200", policy: oauth, statuses: []int{401},
+			body: func() (io.ReadCloser, int64, bool) { b, n := body("order"); return b, n, false },
+			want: 200, requests: 2, applies: 2, rejected: []string{"tok-1-" + canary},
+		},
+		{
+			name: "replayable body of unknown length", policy: oauth, statuses: []int{401},
+			body: func() (io.ReadCloser, int64, bool) { return streamOf("order"), -1, true },
+			want: 200, requests: 2, applies: 2, rejected: []string{"tok-1-" + canary},
+		},
+		{
+			name: "streamed body is not replayed", policy: oauth, statuses: []int{401},
+			body: func() (io.ReadCloser, int64, bool) { return streamOf("order"), -1, false },
+			want: 401, requests: 1, applies: 1, rejected: []string{"tok-1-" + canary},
+		},
+		{
+			name: "large body is not replayed", policy: oauth, statuses: []int{401},
+			body: func() (io.ReadCloser, int64, bool) { b, n := body(strings.Repeat("x", 65<<10)); return b, n, false },
+			want: 401, requests: 1, applies: 1, rejected: []string{"tok-1-" + canary},
+		},
+		{
+			name: "401 twice", policy: oauth, statuses: []int{401, 401},
+			want: 401, requests: 2, applies: 2, rejected: []string{"tok-1-" + canary},
+		},
+		{
+			name: "401 without a token", policy: connections.PolicyAPIKey, statuses: []int{401},
+			want: 401, requests: 1, applies: 1,
+		},
+		{
+			name: "403 is not retried", policy: oauth, statuses: []int{403},
+			want: 403, requests: 1, applies: 1,
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var n atomic.Int64
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				if i := int(n.Add(1)) - 1; i < len(tt.statuses) {
+					w.Header().Set("Www-Authenticate", "Bearer")
+					w.WriteHeader(tt.statuses[i])
+					io.WriteString(w, "denied "+canary)
+					return
+				}
+				io.WriteString(w, "ok")
+			})
+			h := newHarness(t, allowLoopback(t))
+			call := getCall(conn(up.URL, tt.policy), "orders")
+			var sent string
+			if tt.body != nil {
+				call.Method = http.MethodPost
+				call.Body, call.ContentLength, call.Replayable = tt.body()
+				b, _ := io.ReadAll(call.Body)
+				sent = string(b)
+				call.Body, _, _ = tt.body()
+			}
+			rec := h.serve(call)
+			if err := h.err(t); err != nil {
+				t.Fatalf("Serve(%s) error = %v", tt.name, err)
+			}
+			if rec.Code != tt.want {
+				t.Errorf("Serve(%s) status = %d, want %d", tt.name, rec.Code, tt.want)
+			}
+			reqs := up.requests()
+			if len(reqs) != tt.requests {
+				t.Fatalf("upstream got %d requests, want %d", len(reqs), tt.requests)
+			}
+			for i, r := range reqs {
+				if r.body != sent {
+					t.Errorf("request %d body = %d bytes, want %d", i, len(r.body), len(sent))
+				}
+				if want := fmt.Sprintf("Bearer tok-%d-%s", i+1, canary); tt.policy == oauth && r.header.Get("Authorization") != want {
+					t.Errorf("request %d Authorization = %q, want %q", i, r.header.Get("Authorization"), want)
+				}
+			}
+			applies, rejected := h.creds.counts()
+			if applies != tt.applies || strings.Join(rejected, ",") != strings.Join(tt.rejected, ",") {
+				t.Errorf("Apply called %d times, Rejected with %q; want %d and %q", applies, rejected, tt.applies, tt.rejected)
+			}
+		})
+	}
+}
+
+func TestServeResetNotRetried(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		policy connections.Policy
+		header http.Header
+	}{
+		{name: "streamed POST", policy: connections.PolicyNone},
+		{name: "buffered POST", policy: connections.PolicyClientCredentials},
+		{name: "POST with Idempotency-Key", policy: connections.PolicyClientCredentials,
+			header: http.Header{"Idempotency-Key": {"k-1"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var posts atomic.Int64
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodPost {
+					return
+				}
+				posts.Add(1)
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				conn.(*net.TCPConn).SetLinger(0) // reset, not close
+				conn.Close()
+			})
+			h := newHarness(t, allowLoopback(t))
+			c := conn(up.URL, tt.policy)
+			// A first call leaves an idle connection, which the transport
+			// would retry a request on if it were replayable.
+			if rec := h.serve(getCall(c, "")); rec.Code != http.StatusOK {
+				t.Fatalf("Serve(GET) status = %d, want 200", rec.Code)
+			}
+			call := getCall(c, "orders")
+			call.Method = http.MethodPost
+			call.Body, call.ContentLength = body("order")
+			if tt.header != nil {
+				call.Header = tt.header
+			}
+			rec := h.serve(call)
+			if err := h.err(t); !errors.Is(err, invoke.ErrUpstreamUnreachable) {
+				t.Errorf("Serve(%s) error = %v, want ErrUpstreamUnreachable", tt.name, err)
+			}
+			if rec.Code != errStatus {
+				t.Errorf("Serve(%s) status = %d, want %d", tt.name, rec.Code, errStatus)
+			}
+			if n := posts.Load(); n != 1 {
+				t.Errorf("upstream got %d POSTs, want 1", n)
+			}
+		})
+	}
+}
+
+func TestServeTimeout(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	t.Run("before the answer", func(t *testing.T) {
+		unblocked := make(chan error, 1)
+		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-r.Context().Done():
+				unblocked <- nil
+			case <-time.After(10 * time.Second):
+				unblocked <- errors.New("upstream handler still blocked after 10s")
+			}
+		})
+		h := newHarness(t, allowLoopback(t))
+		c := conn(up.URL, connections.PolicyNone)
+		c.Timeout = 100 * time.Millisecond
+		start := time.Now()
+		rec := h.serve(getCall(c, ""))
+		if err := h.err(t); !errors.Is(err, invoke.ErrUpstreamTimeout) || !strings.Contains(err.Error(), "100ms") {
+			t.Errorf("Serve() error = %v, want ErrUpstreamTimeout naming 100ms", err)
+		}
+		if rec.Code != errStatus {
+			t.Errorf("Serve() status = %d, want %d", rec.Code, errStatus)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Serve() took %v, want about 100ms", d)
+		}
+		if err := <-unblocked; err != nil {
+			t.Error(err)
+		}
+	})
+
+	// The timeout bounds the whole call: a body that stalls is cut off.
+	t.Run("while streaming", func(t *testing.T) {
+		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "partial")
+			http.NewResponseController(w).Flush()
+			<-r.Context().Done()
+		})
+		h := newHarness(t, allowLoopback(t))
+		c := conn(up.URL, connections.PolicyNone)
+		c.Timeout = 200 * time.Millisecond
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.p.Serve(w, r, getCall(c, ""))
+		}))
+		defer front.Close()
+		client := front.Client()
+		defer client.CloseIdleConnections()
+		res, err := client.Get(front.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		if err == nil || string(b) != "partial" {
+			t.Errorf("reading the body = %q, %v; want %q and an error", b, err, "partial")
+		}
+	})
+}
+
+func TestServeEgressDenied(t *testing.T) {
+	up := newUpstream(t, nil)
+	h := newHarness(t, &invoke.Guard{})
+	rec := h.serve(getCall(conn(up.URL, connections.PolicyNone), ""))
+	err := h.err(t)
+	var denied *invoke.DeniedError
+	if !errors.Is(err, invoke.ErrEgressDenied) || !errors.As(err, &denied) {
+		t.Fatalf("Serve() error = %v, want a *DeniedError", err)
+	}
+	if denied.Reason != "loopback address" || !strings.Contains(err.Error(), "CONNMGR_EGRESS_ALLOW") {
+		t.Errorf("Serve() error = %v, want a loopback refusal naming CONNMGR_EGRESS_ALLOW", err)
+	}
+	if rec.Code != errStatus {
+		t.Errorf("Serve() status = %d, want %d", rec.Code, errStatus)
+	}
+	if n := len(up.requests()); n != 0 {
+		t.Errorf("upstream got %d requests, want 0", n)
+	}
+}
+
+func TestServeBodyTooLarge(t *testing.T) {
+	const limit = 1 << 10
+	big := strings.Repeat("x", 64<<10)
+	for _, tt := range []struct {
+		name     string
+		policy   connections.Policy
+		body     func() (io.ReadCloser, int64, bool)
+		upstream bool // whether the upstream may see the request start
+	}{
+		{
+			name: "by Content-Length", policy: connections.PolicyNone,
+			body: func() (io.ReadCloser, int64, bool) { b, n := body(big); return b, n, false },
+		},
+		{
+			name: "by Content-Length, OAuth", policy: connections.PolicyClientCredentials,
+			body: func() (io.ReadCloser, int64, bool) { b, n := body(big); return b, n, false },
+		},
+		{
+			name: "replayable", policy: connections.PolicyClientCredentials,
+			body: func() (io.ReadCloser, int64, bool) { return streamOf(big), -1, true },
+		},
+		{
+			name: "streamed", policy: connections.PolicyNone, upstream: true,
+			body: func() (io.ReadCloser, int64, bool) { return streamOf(big), -1, false },
+		},
+		{
+			name: "streamed, one byte over", policy: connections.PolicyNone, upstream: true,
+			body: func() (io.ReadCloser, int64, bool) { return streamOf(big[:limit+1]), -1, false },
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, nil)
+			h := newHarness(t, allowLoopback(t))
+			h.p.MaxBody = limit
+			call := getCall(conn(up.URL, tt.policy), "upload")
+			call.Method = http.MethodPost
+			call.Body, call.ContentLength, call.Replayable = tt.body()
+			rec := h.serve(call)
+			if err := h.err(t); !errors.Is(err, invoke.ErrBodyTooLarge) {
+				t.Errorf("Serve(%s) error = %v, want ErrBodyTooLarge", tt.name, err)
+			}
+			if rec.Code != errStatus {
+				t.Errorf("Serve(%s) status = %d, want %d", tt.name, rec.Code, errStatus)
+			}
+			for _, r := range up.requests() {
+				if !tt.upstream || len(r.body) > limit {
+					t.Errorf("upstream got %s with %d bytes, want nothing or at most %d", r.method, len(r.body), limit)
+				}
+			}
+		})
+	}
+
+	t.Run("exactly the limit", func(t *testing.T) {
+		up := newUpstream(t, nil)
+		h := newHarness(t, allowLoopback(t))
+		h.p.MaxBody = limit
+		call := getCall(conn(up.URL, connections.PolicyNone), "upload")
+		call.Method = http.MethodPost
+		call.Body, call.ContentLength = streamOf(big[:limit]), -1
+		if rec := h.serve(call); rec.Code != http.StatusOK {
+			t.Errorf("Serve(%d bytes) status = %d, want 200 (error %v)", limit, rec.Code, h.err(t))
+		}
+	})
+}
+
+func TestServePassesAnswersThrough(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		status  int
+		header  map[string]string
+		body    string
+		follows bool // whether /elsewhere may be requested
+	}{
+		{name: "redirect not followed", status: http.StatusFound, header: map[string]string{"Location": "/elsewhere"}},
+		{name: "permanent redirect", status: http.StatusPermanentRedirect, header: map[string]string{"Location": "https://other.example/x"}},
+		{name: "429 with Retry-After", status: http.StatusTooManyRequests,
+			header: map[string]string{"Retry-After": "7", "Content-Type": "application/problem+json"}, body: `{"title":"slow down"}`},
+		{name: "not modified", status: http.StatusNotModified, header: map[string]string{"Etag": `"v1"`}},
+		{name: "upstream 500", status: http.StatusInternalServerError, body: "boom"},
+		{name: "upstream 404", status: http.StatusNotFound, body: "no such order"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/elsewhere" {
+					return
+				}
+				for k, v := range tt.header {
+					w.Header().Set(k, v)
+				}
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			})
+			h := newHarness(t, allowLoopback(t))
+			rec := h.serve(getCall(conn(up.URL, connections.PolicyNone), "start"))
+			if err := h.err(t); err != nil {
+				t.Fatalf("Serve(%s) error = %v, want none", tt.name, err)
+			}
+			if rec.Code != tt.status || rec.Body.String() != tt.body {
+				t.Errorf("Serve(%s) = %d %q, want %d %q", tt.name, rec.Code, rec.Body, tt.status, tt.body)
+			}
+			for k, v := range tt.header {
+				if got := rec.Header().Get(k); got != v {
+					t.Errorf("Serve(%s) header %s = %q, want %q", tt.name, k, got, v)
+				}
+			}
+			if n := len(up.requests()); n != 1 {
+				t.Errorf("upstream got %d requests, want 1", n)
+			}
+		})
+	}
+}
+
+func TestServeStreams(t *testing.T) {
+	const chunk, chunks = 64 << 10, 128 // 8 MiB
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		io.WriteString(w, "first")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		b := bytes.Repeat([]byte("x"), chunk)
+		for range chunks {
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+		}
+	})
+	h := newHarness(t, allowLoopback(t))
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.p.Serve(w, r, getCall(conn(up.URL, connections.PolicyNone), "big"))
+	}))
+	defer front.Close()
+	client := front.Client()
+	defer client.CloseIdleConnections()
+
+	// If Serve waited for the whole body, the upstream would never be
+	// released and this would time out.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL, nil)
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("Serve() before the upstream finished: %v", err)
+	}
+	defer res.Body.Close()
+	first := make([]byte, 5)
+	if _, err := io.ReadFull(res.Body, first); err != nil || string(first) != "first" {
+		t.Fatalf("first bytes = %q, %v; want %q before the upstream finished", first, err, "first")
+	}
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	once.Do(func() { close(release) })
+	n, err := io.Copy(io.Discard, res.Body)
+	runtime.ReadMemStats(&after)
+	if err != nil || n != chunk*chunks {
+		t.Errorf("rest of the body = %d bytes, %v; want %d", n, err, chunk*chunks)
+	}
+	// Proxying, serving and reading 8 MiB allocates far less than the body
+	// unless something holds it in memory.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > chunk*chunks/2 {
+		t.Errorf("streaming %d bytes allocated %d bytes, want less than half", chunk*chunks, alloc)
+	}
+}
+
+func TestServeInvalidTarget(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		base   string // "" means the upstream's URL
+		target invoke.Target
+		want   error // nil: an error wrapping neither
+	}{
+		{name: "dot segment", target: invoke.Target{RelativeURI: "/a/../../admin"}, want: invoke.ErrInvalidRelativeURI},
+		{name: "encoded dot segment", target: invoke.Target{RelativeURI: "/%2e%2e/admin"}, want: invoke.ErrInvalidRelativeURI},
+		{name: "absolute URL", target: invoke.Target{RelativeURI: "http://evil.example/"}, want: invoke.ErrInvalidRelativeURI},
+		{name: "other host", target: invoke.Target{RelativeURI: "//evil.example/x"}, want: invoke.ErrInvalidRelativeURI},
+		{name: "missing parameter", target: invoke.Target{RelativeURI: "/orders/{id}", Template: true}, want: invoke.ErrTemplate},
+		{name: "unused parameter", target: invoke.Target{RelativeURI: "/orders", Template: true,
+			PathParams: map[string]string{"id": "1"}}, want: invoke.ErrTemplate},
+		{name: "bad base URL", base: "http://[::1", target: invoke.Target{RelativeURI: "/x"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, nil)
+			h := newHarness(t, allowLoopback(t))
+			base := tt.base
+			if base == "" {
+				base = up.URL
+			}
+			call := getCall(conn(base, connections.PolicyClientCredentials), "")
+			call.Target = tt.target
+			rec := h.serve(call)
+			err := h.err(t)
+			switch {
+			case err == nil:
+				t.Errorf("Serve(%s) error = nil, want one", tt.name)
+			case tt.want != nil && !errors.Is(err, tt.want):
+				t.Errorf("Serve(%s) error = %v, want %v", tt.name, err, tt.want)
+			case tt.want == nil && (errors.Is(err, invoke.ErrInvalidRelativeURI) || errors.Is(err, invoke.ErrTemplate)):
+				t.Errorf("Serve(%s) error = %v, want a configuration error", tt.name, err)
+			}
+			if rec.Code != errStatus {
+				t.Errorf("Serve(%s) status = %d, want %d", tt.name, rec.Code, errStatus)
+			}
+			if applies, _ := h.creds.counts(); applies != 0 || len(up.requests()) != 0 {
+				t.Errorf("Serve(%s) applied credentials %d times and sent %d requests, want 0 and 0",
+					tt.name, applies, len(up.requests()))
+			}
+		})
+	}
+}
+
+func TestServeCredentialErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{name: "needs consent", err: fmt.Errorf("%w: %w", security.ErrNeedsConsent,
+			&security.TokenError{Reason: "consent is needed", Permanent: true}), want: security.ErrNeedsConsent},
+		{name: "token unavailable", err: fmt.Errorf("%w: %w", security.ErrTokenUnavailable,
+			&security.TokenError{Reason: "invalid_client", Permanent: true}), want: security.ErrTokenUnavailable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, nil)
+			h := newHarness(t, allowLoopback(t))
+			h.creds.err = tt.err
+			rec := h.serve(getCall(conn(up.URL, connections.PolicyClientCredentials), ""))
+			if err := h.err(t); err != tt.err || !errors.Is(err, tt.want) {
+				t.Errorf("Serve(%s) error = %v, want %v as it is", tt.name, err, tt.err)
+			}
+			if rec.Code != errStatus {
+				t.Errorf("Serve(%s) status = %d, want %d", tt.name, rec.Code, errStatus)
+			}
+			if n := len(up.requests()); n != 0 {
+				t.Errorf("upstream got %d requests, want 0", n)
+			}
+		})
+	}
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestServeUnreachable(t *testing.T) {
+	plain := newUpstream(t, nil)
+	for _, tt := range []struct {
+		name   string
+		base   string
+		lookup bool // resolve every name to nothing
+		reason string
+	}{
+		{name: "connection refused", base: "http://" + closedPort(t), reason: "connection refused"},
+		{name: "TLS to a plain server", base: strings.Replace(plain.URL, "http:", "https:", 1), reason: "TLS handshake failed"},
+		{name: "DNS failure", base: "http://nowhere.test", lookup: true, reason: "DNS lookup failed"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := allowLoopback(t)
+			if tt.lookup {
+				g.Lookup = func(_ context.Context, host string) ([]netip.Addr, error) {
+					return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+				}
+			}
+			h := newHarness(t, g)
+			var logs bytes.Buffer
+			h.p.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+			rec := h.serve(getCall(conn(tt.base, connections.PolicyClientCredentials), ""))
+			err := h.err(t)
+			if !errors.Is(err, invoke.ErrUpstreamUnreachable) || err.Error() != "upstream unreachable: "+tt.reason {
+				t.Errorf("Serve(%s) error = %v, want ErrUpstreamUnreachable: %s", tt.name, err, tt.reason)
+			}
+			if rec.Code != errStatus {
+				t.Errorf("Serve(%s) status = %d, want %d", tt.name, rec.Code, errStatus)
+			}
+			if l := logs.String(); !strings.Contains(l, `"connection":"Conn_Test"`) || strings.Contains(l, canary) {
+				t.Errorf("Serve(%s) logged %q, want a line naming the connection and no secret", tt.name, l)
+			}
+		})
+	}
+}
+
+func TestServeWithoutErrorHandler(t *testing.T) {
+	h := newHarness(t, allowLoopback(t))
+	h.p.ErrorHandler = nil
+	rec := h.serve(getCall(conn("http://"+closedPort(t), connections.PolicyNone), ""))
+	if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "upstream unreachable") {
+		t.Errorf("Serve() = %d %q, want 502 naming the error", rec.Code, rec.Body)
+	}
+}
+
+func TestServeMetrics(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			w.WriteHeader(http.StatusNotFound)
+		}
+	})
+	h := newHarness(t, allowLoopback(t))
+	c := conn(up.URL, connections.PolicyNone)
+	h.serve(getCall(c, "found"))
+	h.serve(getCall(c, "found"))
+	h.serve(getCall(c, "missing"))
+	h.serve(getCall(conn("http://"+closedPort(t), connections.PolicyNone), ""))
+
+	families, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]float64{}
+	var observed uint64
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			switch f.GetName() {
+			case "connmgr_invoke_responses_total":
+				counts[labels["connection"]+"/"+labels["class"]] = m.GetCounter().GetValue()
+			case "connmgr_invoke_duration_seconds":
+				observed += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	for key, want := range map[string]float64{"Conn_Test/2xx": 2, "Conn_Test/4xx": 1, "Conn_Test/error": 1, "Conn_Test/5xx": 0} {
+		if counts[key] != want {
+			t.Errorf("connmgr_invoke_responses_total{%s} = %v, want %v", key, counts[key], want)
+		}
+	}
+	if observed != 4 {
+		t.Errorf("connmgr_invoke_duration_seconds count = %d, want 4", observed)
+	}
+}
+
+func ExampleProxy_Serve() {
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", r.Method, r.URL)
+	}))
+	defer target.Close()
+
+	allow, _ := invoke.ParseAllow("127.0.0.0/8") // tests only: targets are public
+	guard := &invoke.Guard{Allow: allow}
+	p := invoke.NewProxy(nil, guard.Transport(0), nil)
+	c := &connections.Connection{Name: "Conn_Orders", BaseURL: target.URL + "/v2",
+		Security: connections.Security{Policy: connections.PolicyNone}}
+
+	w := httptest.NewRecorder()
+	p.Serve(w, httptest.NewRequest(http.MethodGet, "/invoke/Conn_Orders/orders/A-17", nil), invoke.Call{
+		Conn:   c,
+		Target: invoke.Target{RelativeURI: "orders/{id}", Template: true, PathParams: map[string]string{"id": "A 17"}},
+		Method: http.MethodGet,
+	})
+	fmt.Println(w.Code, w.Body)
+	// Output: 200 GET /v2/orders/A%2017
+}
+
+// The two benchmarks compare Serve with a bare ReverseProxy over the same
+// kind of transport and target.
+
+func benchTarget(b *testing.B) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"A-17","status":"open"}`)
+	}))
+	b.Cleanup(srv.Close)
+	return srv
+}
+
+func BenchmarkServe(b *testing.B) {
+	srv := benchTarget(b)
+	tr := allowLoopback(b).Transport(0)
+	b.Cleanup(tr.CloseIdleConnections)
+	p := invoke.NewProxy(&fakeCreds{}, tr, prometheus.NewRegistry())
+	c := conn(srv.URL+"/v2", connections.PolicyAPIKey)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r := httptest.NewRequest(http.MethodGet, "/invoke/Conn_Test/orders/A-17", nil)
+			r.Header.Set("Accept", "application/json")
+			w := httptest.NewRecorder()
+			p.Serve(w, r, invoke.Call{Conn: c, Target: invoke.Target{RelativeURI: "orders/A-17"},
+				Method: r.Method, Header: r.Header, Body: r.Body, ContentLength: r.ContentLength, RequestID: "req-1"})
+			if w.Code != http.StatusOK {
+				b.Fatalf("Serve() status = %d, want 200", w.Code)
+			}
+		}
+	})
+}
+
+func BenchmarkReverseProxy(b *testing.B) {
+	srv := benchTarget(b)
+	tr := allowLoopback(b).Transport(0)
+	b.Cleanup(tr.CloseIdleConnections)
+	target, _ := url.Parse(srv.URL + "/v2")
+	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: tr}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r := httptest.NewRequest(http.MethodGet, "/orders/A-17", nil)
+			r.Header.Set("Accept", "application/json")
+			w := httptest.NewRecorder()
+			rp.ServeHTTP(w, r)
+			if w.Code != http.StatusOK {
+				b.Fatalf("ServeHTTP() status = %d, want 200", w.Code)
+			}
+		}
+	})
+}
