@@ -31,13 +31,13 @@ type connectionBody struct {
 	RateLimit      *rateLimitBody    `json:"rateLimit,omitempty"`
 	MaxConcurrent  *int              `json:"maxConcurrent,omitempty"`
 
-	Status    string          `json:"status,omitempty"`
-	LastTest  *lastTestBody   `json:"lastTest,omitempty"`
-	Version   *int64          `json:"version,omitempty"`
-	CreatedAt *time.Time      `json:"createdAt,omitempty"`
-	UpdatedAt *time.Time      `json:"updatedAt,omitempty"`
-	CreatedBy string          `json:"createdBy,omitempty"`
-	UpdatedBy string          `json:"updatedBy,omitempty"`
+	Status    string        `json:"status,omitempty"`
+	LastTest  *lastTestBody `json:"lastTest,omitempty"`
+	Version   *int64        `json:"version,omitempty"`
+	CreatedAt *time.Time    `json:"createdAt,omitempty"`
+	UpdatedAt *time.Time    `json:"updatedAt,omitempty"`
+	CreatedBy string        `json:"createdBy,omitempty"`
+	UpdatedBy string        `json:"updatedBy,omitempty"`
 }
 
 // securityBody holds a policy's fields. Secrets are write-only: responses

@@ -182,4 +182,3 @@ func TestWarmInvokeMakesNoQueries(t *testing.T) {
 		}
 	})
 }
-

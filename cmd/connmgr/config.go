@@ -42,7 +42,7 @@ func (e *configError) Error() string { return e.variable + ": " + e.reason }
 
 type setting struct {
 	flag, env, def, usage string
-	dst               *string
+	dst                   *string
 }
 
 // parseConfig reads the CONNMGR_* environment, then flags (flags win).
