@@ -33,5 +33,22 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzResolve -fuzztime 30s ./invoke/
 	$(GO) test -run '^$$' -fuzz FuzzCreateBody -fuzztime 30s ./api/
 
+# Full invoke path against a bare httputil.ReverseProxy on the same upstream;
+# medians of BENCH_COUNT runs and their ratios. Run it on an idle machine.
+BENCH_COUNT ?= 5
+BENCH_TIME ?= 3s
+bench:
+	@$(GO) test -run '^$$' -bench BenchmarkInvoke -benchtime $(BENCH_TIME) -count $(BENCH_COUNT) ./invoke/ | tee /tmp/connmgr-bench.txt
+	@awk '/^BenchmarkInvoke\// { split($$1, n, "/"); k = n[2]; sub(/-[0-9]+$$/, "", k); \
+		ns[k] = ns[k] " " $$3; p99[k] = p99[k] " " $$7 } \
+		function median(list,   a, c, i, j, t) { c = split(list, a, " "); \
+			for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t } \
+			return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2 } \
+		END { b = median(ns["bare"]); c = median(ns["connmgr"]); pb = median(p99["bare"]); pc = median(p99["connmgr"]); \
+			printf "\nmedian of %d runs     throughput (req/s)   p99 (µs)\n", $(BENCH_COUNT); \
+			printf "bare ReverseProxy     %10.0f          %8.0f\n", 1e9 / b, pb; \
+			printf "connmgr               %10.0f          %8.0f\n", 1e9 / c, pc; \
+			printf "connmgr / bare        %10.2fx (target >= 0.90)   %5.2fx (target <= 1.20)\n", b / c, pc / pb }' /tmp/connmgr-bench.txt
+
 clean:
 	rm -rf bin data

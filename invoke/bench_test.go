@@ -1,0 +1,163 @@
+package invoke_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/connmgr/connmgr"
+	cmapi "github.com/connmgr/connmgr/api"
+	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/connections/connectionstest"
+	"github.com/connmgr/connmgr/invoke"
+	"github.com/connmgr/connmgr/security"
+)
+
+// benchPayload is what the upstream answers: a small JSON document, as most
+// API calls return.
+var benchPayload = bytes.Repeat([]byte(`{"id":"A-17","status":"open"},`), 20)
+
+func benchUpstream(b *testing.B) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(benchPayload)
+	}))
+	b.Cleanup(srv.Close)
+	return srv
+}
+
+// bareProxy is the baseline: httputil.ReverseProxy that only sets a fixed
+// header, with a transport pooled like connmgr's (http.DefaultTransport
+// keeps only 2 idle connections per host, which would handicap it).
+func bareProxy(b *testing.B, upstream string) *httptest.Server {
+	u, _ := url.Parse(upstream)
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 512, 256
+	rp := &httputil.ReverseProxy{Transport: transport, Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.SetURL(u)
+		pr.Out.Header.Set("Authorization", "Bearer fixed-token")
+	}}
+	srv := httptest.NewServer(rp)
+	b.Cleanup(srv.Close)
+	return srv
+}
+
+// connmgrServer is the whole service as cmd/connmgr wires it: router, API
+// key check, connection cache, OAuth token injection, proxy, metrics and
+// JSON request logs (written to io.Discard).
+func connmgrServer(b *testing.B, upstream string) (srv *httptest.Server, key string) {
+	ctx := context.Background()
+	db := connectionstest.Open(b, connectionstest.SQLite)
+	spec, _ := security.GenerateKeySpec("bench")
+	ring, _ := security.ParseKeyRing(spec)
+	store := connections.NewGormStore(db.DB, ring)
+	svc := &connections.Service{Store: store}
+	cache := connections.NewCache(store)
+	svc.Observers = append(svc.Observers, cache.Observe)
+	keys := security.NewKeyStore(db.DB)
+	_, key, err := keys.Create(ctx, security.NewKey{Name: "bench", Role: security.RoleInvoker, Connections: []string{"Conn_*"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	reg := prometheus.NewRegistry()
+	allow, _ := invoke.ParseAllow("127.0.0.0/8")
+	guard := &invoke.Guard{Allow: allow}
+	tokens := security.NewManager(security.ManagerConfig{DB: db.DB, Sealer: ring, Connections: store, Status: svc,
+		Client: guard.Client(10 * time.Second), Logger: log, Registerer: reg})
+	proxy := invoke.NewProxy(tokens, guard.Transport(0), reg)
+	s := cmapi.New(cmapi.Config{Connections: svc, Keys: keys, Tokens: tokens, Cache: cache, Proxy: proxy, Tester: proxy.Test,
+		OpenAPI: connmgr.OpenAPI, CursorKey: ring.Derive("cursor"), Logger: log, Registry: reg})
+
+	tokenSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"access_token": "bench-token", "token_type": "Bearer", "expires_in": 3600})
+	}))
+	b.Cleanup(tokenSrv.Close)
+	err = svc.Create(ctx, "bench", &connections.Connection{Name: "Conn_Bench", Role: connections.RoleInvoke, BaseURL: upstream,
+		Security: connections.Security{Policy: connections.PolicyClientCredentials, TokenURL: tokenSrv.URL,
+			ClientID: "bench", ClientSecret: connections.NewSecret("bench-secret")}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv = httptest.NewServer(s)
+	b.Cleanup(srv.Close)
+	return srv, key
+}
+
+// load sends b.N GETs to url from parallel clients over keep-alive
+// connections and reports latency percentiles.
+func load(b *testing.B, target, key string) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256}}
+	b.Cleanup(client.CloseIdleConnections)
+	get := func() error {
+		req, _ := http.NewRequest("GET", target, nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("status %d", res.StatusCode)
+		}
+		return nil
+	}
+	if err := get(); err != nil { // warm: token fetched, caches filled
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	var all []time.Duration
+	b.SetParallelism(4) // 4 × GOMAXPROCS concurrent callers keep both servers busy
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		lat := make([]time.Duration, 0, 1024)
+		for pb.Next() {
+			start := time.Now()
+			if err := get(); err != nil {
+				b.Error(err)
+				return
+			}
+			lat = append(lat, time.Since(start))
+		}
+		mu.Lock()
+		all = append(all, lat...)
+		mu.Unlock()
+	})
+	b.StopTimer()
+	slices.Sort(all)
+	if len(all) > 0 {
+		b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+	}
+}
+
+// BenchmarkInvoke compares connmgr's full invoke path with a bare
+// httputil.ReverseProxy against the same upstream. `make bench` prints both
+// and their ratios (the target: connmgr's throughput ≥ 0.9× and its p99 ≤
+// 1.2× the bare proxy's).
+func BenchmarkInvoke(b *testing.B) {
+	upstream := benchUpstream(b)
+	bare := bareProxy(b, upstream.URL)
+	cm, key := connmgrServer(b, upstream.URL)
+	b.Run("bare", func(b *testing.B) { load(b, bare.URL+"/orders/A-17", "") })
+	b.Run("connmgr", func(b *testing.B) { load(b, cm.URL+"/invoke/Conn_Bench/orders/A-17", key) })
+}
