@@ -6,6 +6,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/connmgr/connmgr/audit"
 	"github.com/connmgr/connmgr/security"
 )
 
@@ -52,6 +53,7 @@ func (s *Server) createAPIKey(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	s.audit.APIKey(c.Request.Context(), audit.ActionAPIKeyCreated, k.ID, k.Name, string(k.Role))
 	out := apiKeyOut(k)
 	out.Key = secret
 	c.Header("Location", "/api/v1/apikeys/"+k.ID)
@@ -74,10 +76,11 @@ func (s *Server) listAPIKeys(c *gin.Context) {
 }
 
 func (s *Server) revokeAPIKey(c *gin.Context) {
-	_, err := s.keys.Revoke(c.Request.Context(), c.Param("id"))
+	k, err := s.keys.Revoke(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
+	s.audit.APIKey(c.Request.Context(), audit.ActionAPIKeyRevoked, k.ID, k.Name, string(k.Role))
 	c.Status(http.StatusNoContent)
 }

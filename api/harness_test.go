@@ -19,6 +19,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 
 	"github.com/connmgr/connmgr"
+	"github.com/connmgr/connmgr/audit"
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/connections/connectionstest"
 	"github.com/connmgr/connmgr/invoke"
@@ -101,6 +102,9 @@ func newHarness(t *testing.T, e connectionstest.Engine) *harness {
 	store := connections.NewGormStore(db.DB, ring)
 	keys := security.NewKeyStore(db.DB)
 	svc := &connections.Service{Store: store}
+	auditLog := audit.NewStore(db.DB, ring.Derive("audit"))
+	svc.Observers = append(svc.Observers, auditLog.ConnectionChanged)
+	svc.StatusObservers = append(svc.StatusObservers, auditLog.StatusChanged)
 	logs := &logBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	allow, _ := invoke.ParseAllow("127.0.0.0/8")
@@ -114,7 +118,7 @@ func newHarness(t *testing.T, e connectionstest.Engine) *harness {
 	proxy := invoke.NewProxy(tokens, guard.Transport(0), nil)
 	proxy.MaxBody = 64 << 10
 	srv := New(Config{Connections: svc, Keys: keys, Tokens: tokens, Consent: consent, Tester: proxy.Test,
-		Cache: cache, Proxy: proxy,
+		Cache: cache, Proxy: proxy, Audit: auditLog,
 		OpenAPI: connmgr.OpenAPI, CursorKey: ring.Derive("cursor"), MaxBody: 64 << 10, Ready: db.Ping, Logger: log})
 	_, admin, err := keys.Create(context.Background(), security.NewKey{Name: "test-admin", Role: security.RoleAdmin})
 	if err != nil {

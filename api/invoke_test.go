@@ -182,3 +182,24 @@ func TestWarmInvokeMakesNoQueries(t *testing.T) {
 		}
 	})
 }
+
+func TestInvokeRateLimit(t *testing.T) {
+	h := newHarness(t, connectionstest.SQLite)
+	target, hits := echoTarget(t)
+	c := invokeConn("Limited", "INVOKE", target.URL)
+	c["rateLimit"] = map[string]any{"requestsPerSecond": 0.5, "burst": 2}
+	h.do("POST", "/api/v1/connections", h.admin, c)
+	for i := range 2 {
+		if res := h.do("GET", "/invoke/Limited/x", h.admin, nil); res.status != 200 {
+			t.Fatalf("call %d = %d", i, res.status)
+		}
+	}
+	res := h.do("GET", "/invoke/Limited/x", h.admin, nil)
+	res.problem(t, 429, "rate_limited")
+	if ra := res.header.Get("Retry-After"); ra != "2" {
+		t.Errorf("Retry-After = %q, want 2", ra)
+	}
+	if hits.Load() != 2 {
+		t.Errorf("the target got %d calls, want 2", hits.Load())
+	}
+}

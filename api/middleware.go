@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/connmgr/connmgr/audit"
 	"github.com/connmgr/connmgr/security"
 )
 
@@ -121,6 +122,13 @@ func (s *Server) authenticate(c *gin.Context) {
 		return
 	}
 	c.Set(ctxKey, key)
+	c.Next()
+}
+
+// auditContext names the caller in the request's context, for the audit
+// records that the operation leads to.
+func (s *Server) auditContext(c *gin.Context) {
+	c.Request = c.Request.WithContext(audit.WithRequest(c.Request.Context(), actor(c), requestID(c)))
 	c.Next()
 }
 

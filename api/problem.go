@@ -108,6 +108,13 @@ func problemFor(err error) *problemError {
 		return newProblem(http.StatusGatewayTimeout, "upstream_timeout", err.Error())
 	case errors.Is(err, invoke.ErrUpstreamUnreachable):
 		return newProblem(http.StatusBadGateway, "upstream_unreachable", err.Error())
+	case errors.Is(err, invoke.ErrRateLimited):
+		p := newProblem(http.StatusTooManyRequests, "rate_limited", err.Error()+" (limits are per connmgr process)")
+		var le *invoke.LimitError
+		if errors.As(err, &le) {
+			p.retryAfter = le.RetryAfter
+		}
+		return p
 	case errors.Is(err, context.Canceled):
 		return newProblem(499, "client_closed_request", "the caller went away")
 	case errors.Is(err, security.ErrUnauthenticated):

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/connmgr/connmgr/audit"
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/invoke"
 	"github.com/connmgr/connmgr/security"
@@ -35,6 +36,8 @@ type Config struct {
 	// Tester tests a connection without OAuth tokens by calling its target;
 	// detail says what happened, without secrets or response bodies.
 	Tester func(ctx context.Context, c *connections.Connection) invoke.TestOutcome
+	// Audit records who did what and serves the audit log.
+	Audit *audit.Store
 	// Cache serves connections to the invoke path without database queries.
 	Cache *connections.Cache
 	// Proxy forwards invokes; its ErrorHandler is set by New.
@@ -53,6 +56,7 @@ type Server struct {
 	consent *security.Consent
 	tester  func(context.Context, *connections.Connection) invoke.TestOutcome
 	cache   *connections.Cache
+	audit   *audit.Store
 	proxy   *invoke.Proxy
 	openapi []byte
 	cursors cursors
@@ -67,7 +71,7 @@ type Server struct {
 // New returns a server for cfg with its routes installed.
 func New(cfg Config) *Server {
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{conns: cfg.Connections, keys: cfg.Keys, tokens: cfg.Tokens, consent: cfg.Consent, tester: cfg.Tester, cache: cfg.Cache, proxy: cfg.Proxy, openapi: cfg.OpenAPI, cursors: cursors{cfg.CursorKey},
+	s := &Server{conns: cfg.Connections, keys: cfg.Keys, tokens: cfg.Tokens, consent: cfg.Consent, tester: cfg.Tester, cache: cfg.Cache, audit: cfg.Audit, proxy: cfg.Proxy, openapi: cfg.OpenAPI, cursors: cursors{cfg.CursorKey},
 		maxBody: cfg.MaxBody, ready: cfg.Ready, log: cfg.Logger, reg: cfg.Registry}
 	if s.maxBody <= 0 {
 		s.maxBody = 10 << 20
@@ -108,7 +112,7 @@ func (s *Server) routes() *gin.Engine {
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	s.routeDocs(r)
 
-	v1 := r.Group("/api/v1", s.authenticate, s.limitBody)
+	v1 := r.Group("/api/v1", s.authenticate, s.auditContext, s.limitBody)
 	read, write := s.require(security.PermRead), s.require(security.PermWrite)
 	v1.POST("/connections", write, s.createConnection)
 	v1.GET("/connections", read, s.listConnections)
@@ -130,6 +134,8 @@ func (s *Server) routes() *gin.Engine {
 		r.Handle(m, "/invoke/:name", s.authenticate, s.visible, invoker, s.invokeTransparent)
 		r.Handle(m, "/invoke/:name/*path", s.authenticate, s.visible, invoker, s.invokeTransparent)
 	}
+
+	v1.GET("/audit", s.require(security.PermAudit), s.listAudit)
 
 	keys := v1.Group("/apikeys", s.require(security.PermManageKeys))
 	keys.POST("", s.createAPIKey)

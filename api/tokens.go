@@ -9,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/connmgr/connmgr/audit"
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/security"
 )
@@ -84,6 +85,7 @@ func (s *Server) testConnection(c *gin.Context) {
 		status = connections.StatusConfigured
 	}
 	result := connections.NewTestResult(time.Now(), ok, detail)
+	s.audit.Tested(ctx, conn, result.Result, detail)
 	if err := s.conns.SetStatus(context.WithoutCancel(ctx), conn, status, result, detail); err != nil {
 		s.fail(c, err)
 		return
@@ -157,6 +159,7 @@ func (s *Server) startConsent(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	s.audit.Consent(c.Request.Context(), conn, audit.ActionConsentStarted, "")
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, consentBody{AuthorizationURL: u, ExpiresAt: time.Now().UTC().Add(security.StateLifetime).Truncate(time.Second)})
 }
@@ -205,6 +208,14 @@ func (s *Server) oauthCallback(c *gin.Context) {
 	}
 	if err != nil {
 		s.logger(c).Warn("consent callback refused", "connection", page.Connection, "status", status)
+	}
+	if conn != nil {
+		action, detail := audit.ActionConsentFinished, ""
+		if err != nil {
+			action, detail = audit.ActionConsentFailed, page.Title
+		}
+		ctx := audit.WithRequest(c.Request.Context(), "oauth-callback", requestID(c))
+		s.audit.Consent(ctx, conn, action, detail)
 	}
 	c.Header("Referrer-Policy", "no-referrer")
 	c.Header("Cache-Control", "no-store")

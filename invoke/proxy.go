@@ -114,7 +114,7 @@ type Proxy struct {
 	// ErrorHandler renders connmgr's own errors, those that leave the call
 	// without an answer from the target. Serve calls it at most once per
 	// call and only before anything was written to w. r is Serve's
-	// request. Nil writes a plain-text error.
+	// request. Nil writes a plain-text 502.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 	// Logger receives a warning for each call that could not reach the
 	// target (timeout, unreachable, egress denied); nil logs nothing.
@@ -122,6 +122,7 @@ type Proxy struct {
 
 	rp      *httputil.ReverseProxy
 	metrics *proxyMetrics
+	limits  limits
 }
 
 // NewProxy returns a proxy that sends calls through transport with creds'
@@ -188,8 +189,9 @@ var errDeadline = errors.New("invoke: connection timeout elapsed")
 // w. Errors of connmgr itself go to ErrorHandler, before anything was
 // written: those of Resolve and Credentials, ErrEgressDenied (a
 // *DeniedError), ErrUpstreamTimeout, ErrUpstreamUnreachable,
-// ErrBodyTooLarge, context.Canceled when r's context ended, or an error
-// reading call.Body.
+// ErrBodyTooLarge, ErrRateLimited (a *LimitError) when the connection's
+// rateLimit or maxConcurrent is used up in this process, context.Canceled
+// when r's context ended, or an error reading call.Body.
 //
 // The connection's Timeout (connections.DefaultTimeout if not positive)
 // bounds the whole call, streaming the response included: when it elapses
@@ -217,6 +219,12 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, call Call) {
 		return
 	}
 	x.target = target
+	release, err := p.limits.acquire(call.Conn)
+	if err != nil {
+		p.fail(w, x, err)
+		return
+	}
+	defer release()
 	ctx, cancel := context.WithTimeoutCause(r.Context(), x.timeout, errDeadline)
 	defer cancel()
 	x.ctx = context.WithValue(ctx, exchangeKey{}, x)
@@ -608,31 +616,9 @@ func (p *Proxy) fail(w http.ResponseWriter, x *exchange, err error) {
 		h(w, x.r, err)
 		return
 	}
-	http.Error(w, err.Error(), statusOf(err))
-}
-
-// statusOf is the status of the plain-text errors written without an
-// ErrorHandler; the api has its own mapping.
-func statusOf(err error) int {
-	switch {
-	case errors.Is(err, ErrInvalidRelativeURI):
-		return http.StatusBadRequest
-	case errors.Is(err, ErrTemplate):
-		return http.StatusUnprocessableEntity
-	case errors.Is(err, ErrBodyTooLarge):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrEgressDenied):
-		return http.StatusForbidden
-	case errors.Is(err, ErrUpstreamTimeout):
-		return http.StatusGatewayTimeout
-	case errors.Is(err, ErrUpstreamUnreachable):
-		return http.StatusBadGateway
-	case errors.Is(err, security.ErrNeedsConsent):
-		return http.StatusConflict
-	case errors.Is(err, security.ErrTokenUnavailable):
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
+	// Statuses are the api's business (its ErrorHandler); a bare Proxy
+	// only says that the call did not get through.
+	http.Error(w, err.Error(), http.StatusBadGateway)
 }
 
 func (p *Proxy) log() *slog.Logger {

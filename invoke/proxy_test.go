@@ -170,6 +170,16 @@ func (h *harness) err(t *testing.T) error {
 	return h.errs[0]
 }
 
+// last returns the latest error the ErrorHandler got, or nil.
+func (h *harness) last() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.errs) == 0 {
+		return nil
+	}
+	return h.errs[len(h.errs)-1]
+}
+
 func (h *harness) serve(call invoke.Call) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
 	h.p.Serve(rec, httptest.NewRequest(http.MethodPost, "/invoke/Conn_Test/x", nil), call)
@@ -1145,6 +1155,69 @@ func BenchmarkReverseProxy(b *testing.B) {
 			if w.Code != http.StatusOK {
 				b.Fatalf("ServeHTTP() status = %d, want 200", w.Code)
 			}
+		}
+	})
+}
+
+func TestServeLimits(t *testing.T) {
+	release := make(chan struct{})
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+	})
+	tests := []struct {
+		name   string
+		set    func(c *connections.Connection)
+		path   string
+		calls  int
+		wantOK int
+	}{
+		{"burst of 3 at 1/s", func(c *connections.Connection) { c.RateLimit = &connections.RateLimit{RequestsPerSecond: 1, Burst: 3} }, "fast", 5, 3},
+		{"no limits", func(c *connections.Connection) {}, "fast", 5, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, allowLoopback(t))
+			c := conn(up.URL, connections.PolicyNone)
+			tt.set(c)
+			ok := 0
+			for range tt.calls {
+				rec := h.serve(getCall(c, tt.path))
+				switch {
+				case rec.Code == http.StatusOK:
+					ok++
+				case !errors.Is(h.last(), invoke.ErrRateLimited):
+					t.Fatalf("Serve(%s) = %d, %v; want 200 or ErrRateLimited", tt.name, rec.Code, h.last())
+				}
+			}
+			if ok != tt.wantOK {
+				t.Errorf("Serve(%s) answered %d of %d, want %d", tt.name, ok, tt.calls, tt.wantOK)
+			}
+		})
+	}
+	t.Run("maxConcurrent 2", func(t *testing.T) {
+		h := newHarness(t, allowLoopback(t))
+		c := conn(up.URL, connections.PolicyNone)
+		c.MaxConcurrent = 2
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() { defer wg.Done(); h.serve(getCall(c, "slow")) }()
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for len(up.requests()) < 2 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		h.serve(getCall(c, "fast"))
+		var le *invoke.LimitError
+		if !errors.As(h.last(), &le) || le.RetryAfter < time.Second {
+			t.Errorf("third concurrent call: %v, want a *LimitError with Retry-After", h.last())
+		}
+		close(release)
+		wg.Wait()
+		if rec := h.serve(getCall(c, "fast")); rec.Code != http.StatusOK {
+			t.Errorf("after the slow calls ended: %d, want 200", rec.Code)
 		}
 	})
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/invoke"
 )
 
@@ -33,6 +34,8 @@ type config struct {
 	DefaultTokenTTL time.Duration
 	MaxBody         int64
 	LogLevel        slog.Level
+	WebhookURL      string
+	WebhookSecret   string
 }
 
 // configError names the variable that is wrong, in one line.
@@ -47,7 +50,9 @@ type setting struct {
 
 // parseConfig reads the CONNMGR_* environment, then flags (flags win).
 func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
-	var raw struct{ addr, dataDir, dbURL, keys, admin, public, egress, schedule, ttl, maxBody, logLevel string }
+	var raw struct {
+		addr, dataDir, dbURL, keys, admin, public, egress, schedule, ttl, maxBody, logLevel, webhookURL, webhookSecret string
+	}
 	settings := []setting{
 		{"addr", "CONNMGR_ADDR", "127.0.0.1:8080", "listen address", &raw.addr},
 		{"data-dir", "CONNMGR_DATA_DIR", "./data", "SQLite file, generated key file and admin token", &raw.dataDir},
@@ -60,6 +65,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		{"default-token-ttl", "CONNMGR_DEFAULT_TOKEN_TTL", "1h", "token lifetime assumed when expires_in is missing", &raw.ttl},
 		{"max-body", "CONNMGR_MAX_BODY", "10MiB", "request body limit", &raw.maxBody},
 		{"log-level", "CONNMGR_LOG_LEVEL", "info", "debug, info, warn or error", &raw.logLevel},
+		{"webhook-url", "CONNMGR_WEBHOOK_URL", "", "where status alerts are POSTed (unset: no alerts)", &raw.webhookURL},
+		{"webhook-secret", "CONNMGR_WEBHOOK_SECRET", "", "HMAC-SHA256 key that signs the alerts (16+ bytes)", &raw.webhookSecret},
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -69,7 +76,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 			def = v
 		}
 		shown := def
-		if s.env == "CONNMGR_ADMIN_TOKEN" || s.env == "CONNMGR_ENCRYPTION_KEYS" || s.env == "CONNMGR_DATABASE_URL" {
+		if s.env == "CONNMGR_ADMIN_TOKEN" || s.env == "CONNMGR_ENCRYPTION_KEYS" || s.env == "CONNMGR_DATABASE_URL" ||
+			s.env == "CONNMGR_WEBHOOK_SECRET" || s.env == "CONNMGR_WEBHOOK_URL" {
 			shown = "" // never print secrets in usage
 		}
 		fs.StringVar(s.dst, s.flag, def, s.usage+" ["+s.env+"]")
@@ -84,7 +92,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	cfg := &config{Addr: raw.addr, DataDir: raw.dataDir, DatabaseURL: raw.dbURL, EncryptionKeys: raw.keys,
-		AdminToken: raw.admin, EgressAllow: raw.egress, RefreshSchedule: raw.schedule}
+		AdminToken: raw.admin, EgressAllow: raw.egress, RefreshSchedule: raw.schedule,
+		WebhookURL: raw.webhookURL, WebhookSecret: raw.webhookSecret}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, &configError{"CONNMGR_ADDR", fmt.Sprintf("want host:port, got %q", cfg.Addr)}
 	}
@@ -118,6 +127,14 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	cfg.DefaultTokenTTL = ttl
 	if cfg.MaxBody, err = parseSize(raw.maxBody); err != nil || cfg.MaxBody < 1024 || cfg.MaxBody > 1<<30 {
 		return nil, &configError{"CONNMGR_MAX_BODY", fmt.Sprintf("want a size from 1KiB to 1GiB such as 10MiB, got %q", raw.maxBody)}
+	}
+	if cfg.WebhookURL != "" {
+		if err := connections.CheckURL(cfg.WebhookURL); err != nil {
+			return nil, &configError{"CONNMGR_WEBHOOK_URL", "the URL " + err.Error()}
+		}
+		if len(cfg.WebhookSecret) < 16 {
+			return nil, &configError{"CONNMGR_WEBHOOK_SECRET", "must be set, at least 16 characters, when CONNMGR_WEBHOOK_URL is"}
+		}
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(raw.logLevel)); err != nil {
 		return nil, &configError{"CONNMGR_LOG_LEVEL", fmt.Sprintf("want debug, info, warn or error, got %q", raw.logLevel)}

@@ -13,7 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/connmgr/connmgr"
+	"github.com/connmgr/connmgr/alerts"
 	"github.com/connmgr/connmgr/api"
+	"github.com/connmgr/connmgr/audit"
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/invoke"
 	"github.com/connmgr/connmgr/migrations"
@@ -56,14 +58,35 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 
 	store := connections.NewGormStore(a.db.DB, a.ring)
 	cache := connections.NewCache(store)
+	auditLog := audit.NewStore(a.db.DB, a.ring.Derive("audit"))
+	auditLog.Logger = log
 	svc := &connections.Service{Store: store}
-	svc.Observers = append(svc.Observers, cache.Observe)
+	svc.Observers = append(svc.Observers, cache.Observe, auditLog.ConnectionChanged)
+	svc.StatusObservers = append(svc.StatusObservers, auditLog.StatusChanged)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	allow, _ := invoke.ParseAllow(a.cfg.EgressAllow) // checked by parseConfig
 	guard := &invoke.Guard{Allow: allow}
+	if a.cfg.WebhookURL != "" {
+		alerter, err := alerts.New(alerts.Config{URL: a.cfg.WebhookURL, Secret: []byte(a.cfg.WebhookSecret),
+			Client: guard.Client(10 * time.Second), Logger: log, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		svc.StatusObservers = append(svc.StatusObservers, alerter.StatusChanged)
+		actx, stopAlerts := context.WithCancel(context.Background())
+		go alerter.Run(actx)
+		defer func() {
+			stopAlerts()
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := alerter.Close(cctx); err != nil {
+				log.Warn("alerts left undelivered at shutdown", "error", err.Error())
+			}
+		}()
+	}
 	tokens := security.NewManager(security.ManagerConfig{DB: a.db.DB, Sealer: a.ring, Connections: store, Status: svc,
 		Client: guard.Client(tokenRequestTimeout), DefaultTTL: a.cfg.DefaultTokenTTL, Logger: log, Registerer: reg})
 	svc.Observers = append(svc.Observers, tokens.Observe)
@@ -98,7 +121,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	proxy := invoke.NewProxy(tokens, guard.Transport(0), reg)
 	proxy.MaxBody, proxy.Logger = a.cfg.MaxBody, log
 	srv := api.New(api.Config{Connections: svc, Keys: keys, Tokens: tokens, Consent: consent, Tester: proxy.Test,
-		Cache: cache, Proxy: proxy,
+		Cache: cache, Proxy: proxy, Audit: auditLog,
 		OpenAPI: connmgr.OpenAPI, CursorKey: a.ring.Derive("cursor"), MaxBody: a.cfg.MaxBody, Ready: a.db.Ping,
 		Logger: log, Registry: reg})
 
