@@ -50,5 +50,12 @@ bench:
 			printf "connmgr               %10.0f          %8.0f\n", 1e9 / c, pc; \
 			printf "connmgr / bare        %10.2fx (target >= 0.90)   %5.2fx (target <= 1.20)\n", b / c, pc / pb }' /tmp/connmgr-bench.txt
 
+# Steady load against a built connmgr for LOAD_TIME; errors must be 0 and
+# RSS and goroutines flat. Not part of make test.
+LOAD_TIME ?= 30s
+LOAD_CONCURRENCY ?= 32
+load:
+	$(GO) run ./cmd/connmgr-load -duration $(LOAD_TIME) -concurrency $(LOAD_CONCURRENCY)
+
 clean:
 	rm -rf bin data
