@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,6 +77,7 @@ type Manager struct {
 	status  StatusSink
 	now     func() time.Time
 	owner   string
+	flights atomic.Uint64 // numbers this process's lease holders
 	log     *slog.Logger
 	metrics *tokenMetrics
 	conc    int
@@ -97,8 +99,13 @@ func NewManager(cfg ManagerConfig) *Manager {
 	m := &Manager{store: &tokenStore{db: cfg.DB, sealer: cfg.Sealer}, conns: cfg.Connections, status: cfg.Status,
 		now: cfg.Now, owner: hex.EncodeToString(b), log: cfg.Logger, conc: cfg.Concurrency,
 		cache: map[int64]*cachedToken{}}
-	if m.now == nil {
-		m.now = time.Now
+	if now := m.now; now != nil {
+		// UTC: SQLite compares timestamps as text, which orders only times
+		// written with the same offset (a DST change or another TZ would
+		// make an expired lease look held).
+		m.now = func() time.Time { return now().UTC() }
+	} else {
+		m.now = func() time.Time { return time.Now().UTC() }
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -181,6 +188,11 @@ func (m *Manager) shared(ctx context.Context, kind string, c *connections.Connec
 // endpoint under the connection's lease. seen is the token version the
 // caller saw (mode always: a newer one satisfies it).
 func (m *Manager) obtain(ctx context.Context, c *connections.Connection, md mode, seen int64) (*Token, error) {
+	// Each call holds the lease under its own name: flights of different
+	// kinds (a caller's, the scheduler's, a forced refresh) for the same
+	// connection in this process exclude each other like other processes
+	// do, so that a refresh token is never sent twice.
+	owner := m.owner + "/" + strconv.FormatUint(m.flights.Add(1), 10)
 	for {
 		st, err := m.store.load(ctx, c.ID)
 		if err != nil {
@@ -190,7 +202,7 @@ func (m *Manager) obtain(ctx context.Context, c *connections.Connection, md mode
 		if tok, done, err := m.settled(c, st, md, seen, now); done {
 			return tok, err
 		}
-		ok, err := m.store.lease(ctx, c.ID, m.owner, now, now.Add(leaseFor))
+		ok, err := m.store.lease(ctx, c.ID, owner, now, now.Add(leaseFor))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrTokenUnavailable, err)
 		}
@@ -209,14 +221,14 @@ func (m *Manager) obtain(ctx context.Context, c *connections.Connection, md mode
 		// Holding the lease, look again: the last holder may just have
 		// stored a token.
 		if st, err = m.store.load(ctx, c.ID); err != nil {
-			_ = m.store.release(ctx, c.ID, m.owner)
+			_ = m.store.release(ctx, c.ID, owner)
 			return nil, fmt.Errorf("%w: %w", ErrTokenUnavailable, err)
 		}
 		if tok, done, err := m.settled(c, st, md, seen, now); done {
-			_ = m.store.release(ctx, c.ID, m.owner)
+			_ = m.store.release(ctx, c.ID, owner)
 			return tok, err
 		}
-		return m.request(ctx, c, st)
+		return m.request(ctx, c, st, owner)
 	}
 }
 
@@ -249,16 +261,19 @@ func (m *Manager) settled(c *connections.Connection, st *tokenState, md mode, se
 }
 
 func (m *Manager) blockedError(c *connections.Connection, st *tokenState) error {
-	if c.Security.Policy == connections.PolicyAuthorizationCode && c.Status == connections.StatusNeedsConsent || st.LastError == "" {
+	// The stored failure decides, not c.Status: c may be a copy read before
+	// the refresh failed (the invoke path caches connections).
+	needsConsent := c.Status == connections.StatusNeedsConsent || st.LastError == "invalid_grant"
+	if c.Security.Policy == connections.PolicyAuthorizationCode && needsConsent || st.LastError == "" {
 		return fmt.Errorf("%w: %w", ErrNeedsConsent, &TokenError{Reason: "consent is needed", Permanent: true})
 	}
 	return fmt.Errorf("%w: %w", ErrTokenUnavailable, &TokenError{Reason: st.LastError +
 		"; automatic refresh is stopped until the connection is changed or refreshed by hand", Permanent: true})
 }
 
-// request asks the token endpoint for c, holding the lease, and stores
-// the outcome (which releases the lease).
-func (m *Manager) request(ctx context.Context, c *connections.Connection, st *tokenState) (*Token, error) {
+// request asks the token endpoint for c, holding the lease as owner, and
+// stores the outcome (which releases the lease).
+func (m *Manager) request(ctx context.Context, c *connections.Connection, st *tokenState, owner string) (*Token, error) {
 	g := grant{scopes: true}
 	switch c.Security.Policy {
 	case connections.PolicyClientCredentials:
@@ -268,24 +283,24 @@ func (m *Manager) request(ctx context.Context, c *connections.Connection, st *to
 		g.params = map[string][]string{"username": {c.Security.Username}, "password": {c.Security.Password.Reveal()}}
 	case connections.PolicyAuthorizationCode:
 		if st.Token == nil || !st.Token.RefreshToken.IsSet() {
-			_ = m.store.release(ctx, c.ID, m.owner)
+			_ = m.store.release(ctx, c.ID, owner)
 			m.setStatus(ctx, c, connections.StatusNeedsConsent, "no refresh token: consent is needed")
 			return nil, fmt.Errorf("%w: %w", ErrNeedsConsent, &TokenError{Reason: "no refresh token: consent is needed", Permanent: true})
 		}
 		g = grant{typ: "refresh_token", params: map[string][]string{"refresh_token": {st.Token.RefreshToken.Reveal()}}}
 	default:
-		_ = m.store.release(ctx, c.ID, m.owner)
+		_ = m.store.release(ctx, c.ID, owner)
 		return nil, fmt.Errorf("%w: policy %s has no tokens", ErrTokenUnavailable, c.Security.Policy)
 	}
 	start := m.now()
 	tok, err := m.tc.request(ctx, c, g)
 	if err != nil {
-		return nil, m.failed(ctx, c, st, err)
+		return nil, m.failed(ctx, c, st, owner, err)
 	}
 	if !tok.RefreshToken.IsSet() && st.Token != nil {
 		tok.RefreshToken = st.Token.RefreshToken // a response without one keeps the old one
 	}
-	v, err := m.store.save(ctx, c.ID, st.Version, tok, m.owner, m.now())
+	v, err := m.store.save(ctx, c.ID, st.Version, tok, owner, m.now())
 	if errors.Is(err, errStale) {
 		// Our lease expired and another process stored a newer token; it wins.
 		m.log.Warn("token request outlived its lease; keeping the newer token", "connection", c.Name)
@@ -313,7 +328,7 @@ func (m *Manager) request(ctx context.Context, c *connections.Connection, st *to
 // failed records a failed token request: permanent failures stop
 // automatic refresh; transient ones back off exponentially with jitter,
 // honouring Retry-After.
-func (m *Manager) failed(ctx context.Context, c *connections.Connection, st *tokenState, err error) error {
+func (m *Manager) failed(ctx context.Context, c *connections.Connection, st *tokenState, owner string, err error) error {
 	te := classify(err, m.now())
 	now := m.now()
 	failures := st.Failures + 1
@@ -328,7 +343,7 @@ func (m *Manager) failed(ctx context.Context, c *connections.Connection, st *tok
 		t := now.Add(max(backoff(failures), te.RetryAfter))
 		next = &t
 	}
-	if ferr := m.store.fail(ctx, c.ID, m.owner, te.Reason, failures, next, te.Permanent, now); ferr != nil {
+	if ferr := m.store.fail(ctx, c.ID, owner, te.Reason, failures, next, te.Permanent, now); ferr != nil {
 		m.log.Error("cannot record token failure", "connection", c.Name, "error", ferr.Error())
 	}
 	m.metrics.requests.WithLabelValues(c.Name, outcome).Inc()
@@ -368,10 +383,14 @@ func (m *Manager) remember(c *connections.Connection, t *Token) {
 }
 
 // Forget drops the cached token of connection id (it was changed or
-// deleted).
+// deleted, maybe by another process); id 0 drops every cached token.
 func (m *Manager) Forget(id int64) {
 	m.mu.Lock()
-	delete(m.cache, id)
+	if id == 0 {
+		clear(m.cache)
+	} else {
+		delete(m.cache, id)
+	}
 	m.mu.Unlock()
 }
 
@@ -412,7 +431,7 @@ func (m *Manager) RefreshDue(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, r := range rows {
 		if r.ExpiresAt == nil || r.ObtainedAt == nil || (r.NextAttemptAt != nil && now.Before(*r.NextAttemptAt)) ||
-			(r.LeaseOwner != "" && r.LeaseOwner != m.owner && r.LeaseUntil != nil && now.Before(*r.LeaseUntil)) {
+			(r.LeaseOwner != "" && r.LeaseUntil != nil && now.Before(*r.LeaseUntil)) {
 			continue
 		}
 		t := Token{ObtainedAt: *r.ObtainedAt, ExpiresAt: *r.ExpiresAt}
@@ -447,7 +466,11 @@ func (m *Manager) refreshOne(ctx context.Context, id, version int64) {
 	if !c.Security.Policy.OAuth() {
 		return
 	}
-	tok, err := m.shared(ctx, "due:", c, ifDue, version)
+	// A refresh that has begun is waited for even when ctx ends (the
+	// scheduler stopping at shutdown): its answer may carry a rotated
+	// refresh token, lost for good if the database closed before it was
+	// stored. The request's own deadline bounds the wait.
+	tok, err := m.shared(context.WithoutCancel(ctx), "due:", c, ifDue, version)
 	switch {
 	case err != nil:
 		m.metrics.refreshes.WithLabelValues(c.Name, "failure").Inc()

@@ -244,7 +244,11 @@ func (tc *tokenClient) request(ctx context.Context, c *connections.Connection, g
 	if err != nil {
 		return nil, classify(err, obtained)
 	}
-	ttl := time.Duration(tok.ExpiresIn) * time.Second
+	// clientcredentials.Config does not copy expires_in into
+	// Token.ExpiresIn, so it is read from the raw response (JSON, or a
+	// form-encoded body).
+	secs, _ := expiresSeconds(tok.Extra("expires_in"))
+	ttl := time.Duration(secs) * time.Second
 	if ttl <= 0 {
 		ttl = tc.defaultTTL
 	}
@@ -307,10 +311,19 @@ func parseExpiresIn(raw json.RawMessage) (int64, bool) {
 	if json.Unmarshal(raw, &v) != nil {
 		return 0, false
 	}
+	return expiresSeconds(v)
+}
+
+// expiresSeconds reads an expires_in value as decoded from JSON (a number
+// or a numeric string) or by oauth2.Token.Extra from a form-encoded body
+// (an int64, a float64 or a string) as whole seconds, within int32.
+func expiresSeconds(v any) (int64, bool) {
 	var f float64
 	switch x := v.(type) {
 	case float64:
 		f = x
+	case int64:
+		f = float64(x)
 	case string:
 		var err error
 		if f, err = strconv.ParseFloat(strings.TrimSpace(x), 64); err != nil {

@@ -18,6 +18,9 @@ type Scheduler struct {
 // StartScheduler starts running m.RefreshDue on spec (standard cron or
 // "@every 15s").
 func StartScheduler(spec string, m *Manager, log *slog.Logger) (*Scheduler, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	l := cronLogger{log}
 	c := cron.New(cron.WithChain(cron.Recover(l), cron.SkipIfStillRunning(l)), cron.WithLogger(l))
 	ctx, cancel := context.WithCancel(context.Background())
