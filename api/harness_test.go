@@ -110,7 +110,7 @@ func newHarness(t *testing.T, e connectionstest.Engine) *harness {
 	allow, _ := invoke.ParseAllow("127.0.0.0/8")
 	guard := &invoke.Guard{Allow: allow}
 	tokens := security.NewManager(security.ManagerConfig{DB: db.DB, Sealer: ring, Connections: store, Status: svc,
-		Client: guard.Client(10 * time.Second), Logger: log})
+		Client: guard.Client(10 * time.Second), Logger: log, OnFailure: auditLog.TokenFailed})
 	svc.Observers = append(svc.Observers, tokens.Observe)
 	consent := security.NewConsent(db.DB, ring, tokens, "http://connmgr.test/oauth/callback")
 	cache := connections.NewCache(store)

@@ -75,6 +75,10 @@ func TestTokenEndpoints(t *testing.T) {
 		if !strings.Contains(p["detail"].(string), "invalid_client") {
 			t.Errorf("refresh problem = %v", p)
 		}
+		failures := h.do("GET", "/api/v1/audit?action=token.refresh_failed&connection=OAuth", h.admin, nil).json(t)["items"].([]any)
+		if len(failures) == 0 || failures[0].(map[string]any)["detail"].(map[string]any)["reason"] != "invalid_client" {
+			t.Errorf("audit of token failures = %v", failures)
+		}
 		for _, b := range []string{string(res.body), h.logs.String()} {
 			if strings.Contains(b, "CANARY") {
 				t.Errorf("a canary leaked: %s", b)

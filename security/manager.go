@@ -46,6 +46,9 @@ type ManagerConfig struct {
 	// DefaultTTL is the lifetime assumed when expires_in is missing or
 	// not positive (default 1h).
 	DefaultTTL time.Duration
+	// OnFailure, when set, hears of every failed token request (for the
+	// audit log); reason is safe to record.
+	OnFailure func(ctx context.Context, c *connections.Connection, reason string)
 	// Concurrency bounds scheduled refreshes running at once (default 4).
 	Concurrency int
 	Now         func() time.Time
@@ -75,6 +78,7 @@ type Manager struct {
 	tc      tokenClient
 	conns   ConnectionSource
 	status  StatusSink
+	onFail  func(context.Context, *connections.Connection, string)
 	now     func() time.Time
 	owner   string
 	flights atomic.Uint64 // numbers this process's lease holders
@@ -96,7 +100,7 @@ type cachedToken struct {
 func NewManager(cfg ManagerConfig) *Manager {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	m := &Manager{store: &tokenStore{db: cfg.DB, sealer: cfg.Sealer}, conns: cfg.Connections, status: cfg.Status,
+	m := &Manager{store: &tokenStore{db: cfg.DB, sealer: cfg.Sealer}, conns: cfg.Connections, status: cfg.Status, onFail: cfg.OnFailure,
 		now: cfg.Now, owner: hex.EncodeToString(b), log: cfg.Logger, conc: cfg.Concurrency,
 		cache: map[int64]*cachedToken{}}
 	if now := m.now; now != nil {
@@ -352,6 +356,9 @@ func (m *Manager) failed(ctx context.Context, c *connections.Connection, st *tok
 		attrs = append(attrs, "next_attempt", next.Format(time.RFC3339))
 	}
 	m.log.Warn("token request failed", attrs...)
+	if m.onFail != nil {
+		m.onFail(ctx, c, te.Reason)
+	}
 	m.setStatus(ctx, c, status, te.Reason)
 	if status == connections.StatusNeedsConsent {
 		return fmt.Errorf("%w: %w", ErrNeedsConsent, te)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/security"
@@ -34,7 +35,13 @@ func openApp(ctx context.Context, name string, args []string, getenv func(string
 	}
 	db, err := connections.OpenDB(ctx, cfg.DatabaseURL, cfg.DataDir)
 	if err != nil {
-		return nil, err
+		// Driver errors span lines (one per address tried); the start
+		// fails with one line that names the variable to check.
+		variable := "CONNMGR_DATA_DIR"
+		if cfg.DatabaseURL != "" {
+			variable = "CONNMGR_DATABASE_URL"
+		}
+		return nil, &configError{variable, strings.Join(strings.Fields(err.Error()), " ")}
 	}
 	res, err := db.Migrate(ctx)
 	if err != nil {
@@ -58,7 +65,7 @@ func loadKeyRing(cfg *config, log *slog.Logger) (*security.KeyRing, error) {
 	path := filepath.Join(cfg.DataDir, "master.key")
 	ring, created, err := security.LoadOrCreateKeyFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("encryption key file: %w", err)
+		return nil, &configError{"CONNMGR_DATA_DIR", fmt.Sprintf("cannot use the generated encryption key file (or set CONNMGR_ENCRYPTION_KEYS): %v", err)}
 	}
 	msg := "using the generated encryption key file; set CONNMGR_ENCRYPTION_KEYS in production and keep the key out of the data directory"
 	if created {

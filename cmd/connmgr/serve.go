@@ -35,6 +35,19 @@ func resealers(a *app) []resealer {
 	return []resealer{{"connection secrets", conns.Reseal}, {"tokens", tokens.Reseal}, {"pending consents", consent.Reseal}}
 }
 
+// readyTimeout bounds the database ping of /readyz.
+const readyTimeout = 3 * time.Second
+
+// readiness pings db within readyTimeout: a database that hangs, rather
+// than refuses, must make /readyz answer 503, not hang with it.
+func readiness(db *connections.DB) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		defer cancel()
+		return db.Ping(ctx)
+	}
+}
+
 func serve(ctx context.Context, args []string, getenv func(string) string, stderr *os.File) error {
 	a, err := openApp(ctx, "serve", args, getenv, stderr)
 	if err != nil {
@@ -42,6 +55,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	defer a.db.Close()
 	log := a.log
+
+	// Listen before wiring: with port 0 in CONNMGR_ADDR, the default public
+	// URL (OAuth callback, docs) needs the port actually bound.
+	ln, err := net.Listen("tcp", a.cfg.Addr)
+	if err != nil {
+		return &configError{"CONNMGR_ADDR", err.Error()}
+	}
+	defer ln.Close()
+	if a.cfg.PublicURL == "http://"+a.cfg.Addr {
+		a.cfg.PublicURL = "http://" + ln.Addr().String()
+	}
 
 	keys := security.NewKeyStore(a.db.DB)
 	if a.cfg.AdminToken != "" {
@@ -88,7 +112,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		}()
 	}
 	tokens := security.NewManager(security.ManagerConfig{DB: a.db.DB, Sealer: a.ring, Connections: store, Status: svc,
-		Client: guard.Client(tokenRequestTimeout), DefaultTTL: a.cfg.DefaultTokenTTL, Logger: log, Registerer: reg})
+		Client: guard.Client(tokenRequestTimeout), DefaultTTL: a.cfg.DefaultTokenTTL, Logger: log, Registerer: reg,
+		OnFailure: auditLog.TokenFailed})
 	svc.Observers = append(svc.Observers, tokens.Observe)
 	consent := security.NewConsent(a.db.DB, a.ring, tokens, a.cfg.PublicURL+"/oauth/callback")
 	if a.db.Dialect == migrations.Postgres {
@@ -122,15 +147,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	proxy.MaxBody, proxy.Logger = a.cfg.MaxBody, log
 	srv := api.New(api.Config{Connections: svc, Keys: keys, Tokens: tokens, Consent: consent, Tester: proxy.Test,
 		Cache: cache, Proxy: proxy, Audit: auditLog,
-		OpenAPI: connmgr.OpenAPI, CursorKey: a.ring.Derive("cursor"), MaxBody: a.cfg.MaxBody, Ready: a.db.Ping,
+		OpenAPI: connmgr.OpenAPI, CursorKey: a.ring.Derive("cursor"), MaxBody: a.cfg.MaxBody, Ready: readiness(a.db),
 		Logger: log, Registry: reg})
 
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 64 << 10, ErrorLog: nil}
-	ln, err := net.Listen("tcp", a.cfg.Addr)
-	if err != nil {
-		return &configError{"CONNMGR_ADDR", err.Error()}
-	}
 	log.Info("connmgr listening", "addr", ln.Addr().String(), "engine", string(a.db.Dialect),
 		"docs", a.cfg.PublicURL+"/docs/", "version", buildVersion())
 	errc := make(chan error, 1)
