@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -22,26 +23,26 @@ const browserSecret = "CANARY-browser-secret"
 // connections" through Swagger UI and checks the response it shows.
 func TestBrowserDocs(t *testing.T) {
 	b := newBrowser(t)
-	api := newLiveAPI(t)
+	live := newLiveAPI(t)
 	names := []string{"Conn_REST_Billing_Basic", "Conn_REST_Orders_TriggerInvoke_OAuth", "Conn_REST_Weather_ApiKey"}
-	api.create(map[string]any{"name": names[1], "role": "TRIGGER_INVOKE", "baseUrl": "https://api.example.com/v2",
+	live.create(map[string]any{"name": names[1], "role": "TRIGGER_INVOKE", "baseUrl": "https://live.example.com/v2",
 		"security": map[string]any{"policy": "OAUTH2_CLIENT_CREDENTIALS", "tokenUrl": "https://auth.example.com/oauth2/token",
 			"clientId": "orders-client", "clientSecret": browserSecret, "scopes": []string{"orders.read"}}})
-	api.create(map[string]any{"name": names[0], "role": "INVOKE", "baseUrl": "https://billing.example.com/api",
+	live.create(map[string]any{"name": names[0], "role": "INVOKE", "baseUrl": "https://billing.example.com/api",
 		"security": map[string]any{"policy": "BASIC", "username": "svc-billing", "password": browserSecret}})
-	api.create(map[string]any{"name": names[2], "role": "INVOKE", "baseUrl": "https://weather.example.com",
+	live.create(map[string]any{"name": names[2], "role": "INVOKE", "baseUrl": "https://weather.example.com",
 		"security": map[string]any{"policy": "API_KEY", "key": browserSecret, "in": "QUERY", "name": "appid"}})
 
 	ctx := b.steps()
 	const op = "#operations-connections-listConnections"
 	b.do(ctx, "load /docs/",
-		chromedp.Navigate(api.BrowserURL+"/docs/"),
+		chromedp.Navigate(live.BrowserURL+"/docs/"),
 		chromedp.WaitVisible(chromedp.CSS(op+" .opblock-summary")))
 
 	b.do(ctx, "authorize with the API key",
 		chromedp.Click(chromedp.CSS(".auth-wrapper button.authorize")),
 		chromedp.WaitVisible(chromedp.CSS("#auth-bearer-value")),
-		chromedp.SendKeys(chromedp.CSS("#auth-bearer-value"), api.admin),
+		chromedp.SendKeys(chromedp.CSS("#auth-bearer-value"), live.admin),
 		chromedp.Click(chromedp.CSS(`.modal-ux .auth-btn-wrapper button[type="submit"]`)),
 		// Once authorized, the dialog offers Logout instead of Authorize.
 		chromedp.WaitVisible(chromedp.CSS(`.modal-ux .auth-btn-wrapper button[aria-label="Remove authorization"]`)),
@@ -82,8 +83,7 @@ func TestBrowserDocs(t *testing.T) {
 	}
 	var list struct {
 		Items []struct {
-			Name     string         `json:"name"`
-			Security map[string]any `json:"security"`
+			Name string `json:"name"`
 		} `json:"items"`
 	}
 	if err := json.Unmarshal([]byte(shown.Body), &list); err != nil {
@@ -107,7 +107,7 @@ func TestBrowserDocs(t *testing.T) {
 
 	// The page sent the list request itself, with the key it was given.
 	reqs := b.requestsTo("/api/v1/connections")
-	if len(reqs) != 1 || reqs[0].Method != http.MethodGet || header(reqs[0].Headers, "Authorization") != "Bearer "+api.admin {
+	if len(reqs) != 1 || reqs[0].Method != http.MethodGet || header(reqs[0].Headers, "Authorization") != "Bearer "+live.admin {
 		var seen []string
 		for _, r := range reqs {
 			seen = append(seen, r.Method+" "+r.URL)
@@ -122,20 +122,26 @@ func TestBrowserDocs(t *testing.T) {
 // redirect to connmgr's callback, and a replay of that callback.
 func TestBrowserConsent(t *testing.T) {
 	b := newBrowser(t)
-	api := newLiveAPI(t)
-	const user, password = "alice", "CANARY-alice-password"
-	callback := api.URL + "/oauth/callback"
+	live := newLiveAPI(t)
+	const user, password = "alice", "alice-password"
+	callback := live.URL + "/oauth/callback"
 	ls := newLoginServer(t, "calendar-client", browserSecret, callback, user, password)
 	const name = "Conn_REST_Calendar_AuthCode"
-	api.create(map[string]any{"name": name, "role": "INVOKE", "baseUrl": "https://calendar.example.com/v1",
+	live.create(map[string]any{"name": name, "role": "INVOKE", "baseUrl": "https://calendar.example.com/v1",
 		"security": map[string]any{"policy": "OAUTH2_AUTHORIZATION_CODE", "authorizationUrl": ls.URL + "/authorize",
 			"tokenUrl": ls.URL + "/token", "clientId": "calendar-client", "clientSecret": browserSecret,
 			"scopes": []string{"calendar.read"}}})
 
+	var conn struct {
+		Status string `json:"status"`
+	}
+	if st := live.call("GET", "/api/v1/connections/"+name, nil, &conn); st != http.StatusOK || conn.Status != "NEEDS_CONSENT" {
+		t.Fatalf("GET connection before consent = %d, status %q, want NEEDS_CONSENT", st, conn.Status)
+	}
 	var consent struct {
 		AuthorizationURL string `json:"authorizationUrl"`
 	}
-	if st := api.call("POST", "/api/v1/connections/"+name+"/consent", nil, &consent); st != http.StatusOK {
+	if st := live.call("POST", "/api/v1/connections/"+name+"/consent", nil, &consent); st != http.StatusOK {
 		t.Fatalf("POST .../consent = %d", st)
 	}
 	au, err := url.Parse(consent.AuthorizationURL)
@@ -156,10 +162,12 @@ func TestBrowserConsent(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#password"), password))
 	// The form posts to the provider, which redirects to the callback;
 	// res is the response of the page the browser ends on.
+	start := time.Now()
 	res, err = chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("#sign-in")))
 	if err != nil {
 		t.Fatalf("sign in: %v", err)
 	}
+	t.Logf("sign in and follow the redirect: %v", time.Since(start).Round(time.Millisecond))
 	landed := value(ctx, b, "read the location", chromedp.Location())
 	heading := value(ctx, b, "read the heading", chromedp.Text(chromedp.CSS("h1")))
 	page := value(ctx, b, "read the page", chromedp.Text(chromedp.CSS("body")))
@@ -177,17 +185,14 @@ func TestBrowserConsent(t *testing.T) {
 		t.Errorf("token requests = %+v, want one authorization_code exchange with a PKCE verifier, answered 200", toks)
 	}
 
-	var conn struct {
-		Status string `json:"status"`
-	}
-	if st := api.call("GET", "/api/v1/connections/"+name, nil, &conn); st != http.StatusOK || conn.Status != "CONFIGURED" {
+	if st := live.call("GET", "/api/v1/connections/"+name, nil, &conn); st != http.StatusOK || conn.Status != "CONFIGURED" {
 		t.Errorf("GET connection = %d, status %q, want CONFIGURED", st, conn.Status)
 	}
 	var tok struct {
 		Present     bool `json:"present"`
 		Refreshable bool `json:"refreshable"`
 	}
-	if st := api.call("GET", "/api/v1/connections/"+name+"/token", nil, &tok); st != http.StatusOK || !tok.Present || !tok.Refreshable {
+	if st := live.call("GET", "/api/v1/connections/"+name+"/token", nil, &tok); st != http.StatusOK || !tok.Present || !tok.Refreshable {
 		t.Errorf("GET token = %d, %+v, want present and refreshable", st, tok)
 	}
 
@@ -201,7 +206,7 @@ func TestBrowserConsent(t *testing.T) {
 	if n := len(ls.tokens()); n != 1 {
 		t.Errorf("token requests after the replay = %d, want still 1", n)
 	}
-	if st := api.call("GET", "/api/v1/connections/"+name, nil, &conn); st != http.StatusOK || conn.Status != "CONFIGURED" {
+	if st := live.call("GET", "/api/v1/connections/"+name, nil, &conn); st != http.StatusOK || conn.Status != "CONFIGURED" {
 		t.Errorf("after the replay GET connection = %d, status %q, want CONFIGURED", st, conn.Status)
 	}
 	checkStayedLocal(t, b)

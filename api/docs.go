@@ -15,6 +15,7 @@ const swaggerInit = `window.onload = function () {
   window.ui = SwaggerUIBundle({
     url: "../openapi.yaml",
     dom_id: "#swagger-ui",
+    validatorUrl: null,
     deepLinking: true,
     tryItOutEnabled: true,
     persistAuthorization: false,

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -129,6 +130,30 @@ func (s *Server) authenticate(c *gin.Context) {
 // records that the operation leads to.
 func (s *Server) auditContext(c *gin.Context) {
 	c.Request = c.Request.WithContext(audit.WithRequest(c.Request.Context(), actor(c), requestID(c)))
+	c.Next()
+}
+
+// Deadlines of management calls: a database that stops answering makes
+// them fail with 503 instead of hanging. Calls that ask a token endpoint or
+// a target get longer (those have their own timeouts too); invokes are
+// bounded by their connection's timeout instead.
+const (
+	managementDeadline = 10 * time.Second
+	outboundDeadline   = 45 * time.Second
+)
+
+func (s *Server) deadline(c *gin.Context) {
+	d := managementDeadline
+	switch path := c.FullPath(); {
+	case strings.HasSuffix(path, "/invoke"):
+		c.Next()
+		return
+	case strings.HasSuffix(path, "/test"), strings.HasSuffix(path, "/token/refresh"):
+		d = outboundDeadline
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), d)
+	defer cancel()
+	c.Request = c.Request.WithContext(ctx)
 	c.Next()
 }
 

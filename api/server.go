@@ -112,7 +112,7 @@ func (s *Server) routes() *gin.Engine {
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	s.routeDocs(r)
 
-	v1 := r.Group("/api/v1", s.authenticate, s.auditContext, s.limitBody)
+	v1 := r.Group("/api/v1", s.authenticate, s.auditContext, s.limitBody, s.deadline)
 	read, write := s.require(security.PermRead), s.require(security.PermWrite)
 	v1.POST("/connections", write, s.createConnection)
 	v1.GET("/connections", read, s.listConnections)

@@ -205,6 +205,7 @@ func TestDatabaseOutage(t *testing.T) {
 	key := p.mustStatus(t, http.StatusCreated, "POST", "/api/v1/apikeys", map[string]any{"name": "outage invoker",
 		"role": "invoker", "connections": []string{"Conn_*"}}).object(t)["key"].(string)
 	p.mustNotLog(key)
+	settle(t, p, realURL)
 	for _, name := range []string{"Conn_OAuth", "Conn_Key", "Conn_Direct"} { // warm key, connections, token
 		if _, msg := invokeEcho(p, name, key); msg != "" {
 			t.Fatalf("warm-up invoke of %s: %s", name, msg)
@@ -422,6 +423,7 @@ func TestDatabaseHangs(t *testing.T) {
 	plain := echoTarget(t, "P")
 	p.mustStatus(t, http.StatusCreated, "POST", "/api/v1/connections", map[string]any{"name": "Conn_Warm", "role": "INVOKE",
 		"baseUrl": plain.URL, "security": map[string]any{"policy": "NONE"}})
+	settle(t, p, realURL)
 	if _, msg := invokeEcho(p, "Conn_Warm", p.admin()); msg != "" {
 		t.Fatalf("warm-up invoke: %s", msg)
 	}
@@ -478,6 +480,32 @@ func TestDatabaseHangs(t *testing.T) {
 		}
 		if r.status != http.StatusOK {
 			return r.String()
+		}
+		return ""
+	})
+}
+
+// settle waits until p has handled the change notifications of the writes
+// made so far (its own included) and its listener's first "reset": each
+// drops cached entries, so a warm-up before them may be undone. It changes
+// a sentinel connection behind p's back and waits for p to see it.
+func settle(t testing.TB, p *proc, dbURL string) {
+	t.Helper()
+	before, after := echoTarget(t, "before"), echoTarget(t, "after")
+	name := "Conn_Settle_" + randHex(4)
+	p.mustStatus(t, http.StatusCreated, "POST", "/api/v1/connections", map[string]any{"name": name, "role": "INVOKE",
+		"baseUrl": before.URL, "security": map[string]any{"policy": "NONE"}})
+	if _, msg := invokeEcho(p, name, p.admin()); msg != "" {
+		t.Fatalf("invoke %s: %s", name, msg)
+	}
+	execSQL(t, dbURL, "UPDATE connections SET base_url = $1, version = version + 1 WHERE name = $2", after.URL, name)
+	eventually(t, 10*time.Second, "the change notifications are handled", func() string {
+		got, msg := invokeEcho(p, name, p.admin())
+		if msg != "" {
+			return msg
+		}
+		if got.Target != "after" {
+			return "the sentinel still calls " + got.Target
 		}
 		return ""
 	})

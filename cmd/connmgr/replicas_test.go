@@ -108,6 +108,9 @@ func TestReplicas(t *testing.T) {
 				"security": map[string]any{"policy": "API_KEY", "key": key, "in": "HEADER", "name": "X-Api-Key"}}
 		}
 		a.mustStatus(t, http.StatusCreated, "POST", "/api/v1/connections", conn(t1.URL, key1))
+		for _, p := range procs {
+			settle(t, p, dbURL) // a late notification of the creation would empty the caches below
+		}
 		// Every replica serves the first version, from its cache after the
 		// first call.
 		for _, p := range procs {
