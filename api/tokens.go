@@ -121,25 +121,25 @@ func (s *Server) renderTokenInfo(c *gin.Context, conn *connections.Connection) {
 		NextAttemptAt: timePtr(info.NextAttempt)})
 }
 
-func (s *Server) getToken(c *gin.Context) {
+// oauthConnection is loadConnection for connections that have tokens.
+func (s *Server) oauthConnection(c *gin.Context) *connections.Connection {
 	conn := s.loadConnection(c)
-	if conn == nil {
-		return
-	}
-	if !conn.Security.Policy.OAuth() {
+	if conn != nil && !conn.Security.Policy.OAuth() {
 		s.fail(c, errNoTokens)
-		return
+		return nil
 	}
-	s.renderTokenInfo(c, conn)
+	return conn
+}
+
+func (s *Server) getToken(c *gin.Context) {
+	if conn := s.oauthConnection(c); conn != nil {
+		s.renderTokenInfo(c, conn)
+	}
 }
 
 func (s *Server) refreshToken(c *gin.Context) {
-	conn := s.loadConnection(c)
+	conn := s.oauthConnection(c)
 	if conn == nil {
-		return
-	}
-	if !conn.Security.Policy.OAuth() {
-		s.fail(c, errNoTokens)
 		return
 	}
 	if _, err := s.tokens.Refresh(c.Request.Context(), conn); err != nil {

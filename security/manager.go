@@ -56,14 +56,14 @@ type ManagerConfig struct {
 	Registerer  prometheus.Registerer
 }
 
-// leaseFor is how long a process may hold a connection's refresh lease; it
-// exceeds the token request timeout, so a lease only expires on its own
-// when its holder died.
-const leaseFor = 60 * time.Second
-
 // obtainTimeout bounds one token request, waits for another process's
 // lease included.
 const obtainTimeout = 30 * time.Second
+
+// leaseFor is how long a process may hold a connection's refresh lease; it
+// exceeds obtainTimeout, so a lease only expires on its own when its holder
+// died — and then soon, so that other replicas take over.
+const leaseFor = obtainTimeout + 5*time.Second
 
 // Manager obtains, caches, persists and refreshes the OAuth tokens of
 // connections. Tokens are cached in memory and stored encrypted, so that a
