@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -151,7 +152,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		Logger: log, Registry: reg})
 
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
-		MaxHeaderBytes: 64 << 10, ErrorLog: nil}
+		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	log.Info("connmgr listening", "addr", ln.Addr().String(), "engine", string(a.db.Dialect),
 		"docs", a.cfg.PublicURL+"/docs/", "version", buildVersion())
 	errc := make(chan error, 1)
