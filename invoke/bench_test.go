@@ -44,9 +44,13 @@ func benchUpstream(b *testing.B) *httptest.Server {
 // header, with a transport pooled like connmgr's (http.DefaultTransport
 // keeps only 2 idle connections per host, which would handicap it).
 func bareProxy(b *testing.B, upstream string) *httptest.Server {
-	u, _ := url.Parse(upstream)
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 512, 256
+	return bareProxyWith(b, upstream, transport)
+}
+
+func bareProxyWith(b *testing.B, upstream string, transport http.RoundTripper) *httptest.Server {
+	u, _ := url.Parse(upstream)
 	rp := &httputil.ReverseProxy{Transport: transport, Rewrite: func(pr *httputil.ProxyRequest) {
 		pr.SetURL(u)
 		pr.Out.Header.Set("Authorization", "Bearer fixed-token")
@@ -150,6 +154,63 @@ func load(b *testing.B, target, key string) {
 	}
 }
 
+// paced sends b.N GETs to target at a fixed rate, each from its own
+// goroutine (an open loop, as wrk2 does: a slow answer delays no later
+// request), and reports latency percentiles.
+func paced(b *testing.B, target, key string, perSecond int) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256}}
+	b.Cleanup(client.CloseIdleConnections)
+	get := func() error {
+		req, _ := http.NewRequest("GET", target, nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("status %d", res.StatusCode)
+		}
+		return nil
+	}
+	for range 100 { // warm: token fetched, caches and connection pools filled
+		if err := get(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat := make([]time.Duration, b.N)
+	interval := time.Second / time.Duration(perSecond)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		due := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(due))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sent := time.Now()
+			if err := get(); err != nil {
+				b.Error(err)
+			}
+			lat[i] = time.Since(sent)
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// latencyRate is the offered load of the latency comparison: well below
+// what either server sustains on a 2-core machine, so that the
+// percentiles measure the proxies, not a queue.
+const latencyRate = 2000
+
 // BenchmarkInvoke compares connmgr's full invoke path with a bare
 // httputil.ReverseProxy against the same upstream. `make bench` prints both
 // and their ratios (the target: connmgr's throughput ≥ 0.9× and its p99 ≤
@@ -160,4 +221,6 @@ func BenchmarkInvoke(b *testing.B) {
 	cm, key := connmgrServer(b, upstream.URL)
 	b.Run("bare", func(b *testing.B) { load(b, bare.URL+"/orders/A-17", "") })
 	b.Run("connmgr", func(b *testing.B) { load(b, cm.URL+"/invoke/Conn_Bench/orders/A-17", key) })
+	b.Run("bare-paced", func(b *testing.B) { paced(b, bare.URL+"/orders/A-17", "", latencyRate) })
+	b.Run("connmgr-paced", func(b *testing.B) { paced(b, cm.URL+"/invoke/Conn_Bench/orders/A-17", key, latencyRate) })
 }

@@ -260,13 +260,33 @@ func timeoutOf(c *connections.Connection) time.Duration {
 
 // resolveBase parses base and resolves t against it.
 func resolveBase(base string, t Target) (*url.URL, error) {
-	u, err := url.Parse(base)
-	if err != nil {
-		// url.Error would echo the base URL.
-		return nil, errors.New("invoke: connection base URL does not parse")
+	parsedBases.RLock()
+	u := parsedBases.m[base]
+	parsedBases.RUnlock()
+	if u == nil {
+		var err error
+		if u, err = url.Parse(base); err != nil {
+			// url.Error would echo the base URL.
+			return nil, errors.New("invoke: connection base URL does not parse")
+		}
+		parsedBases.Lock()
+		if len(parsedBases.m) >= maxParsedBases {
+			clear(parsedBases.m) // many base URLs came and went; start over
+		}
+		parsedBases.m[base] = u
+		parsedBases.Unlock()
 	}
 	return Resolve(u, t)
 }
+
+// parsedBases caches parsed base URLs (Resolve copies, never modifies,
+// them), so that the hot path does not parse the same URL on every call.
+var parsedBases = struct {
+	sync.RWMutex
+	m map[string]*url.URL
+}{m: map[string]*url.URL{}}
+
+const maxParsedBases = 4096
 
 func (p *Proxy) maxBody() int64 {
 	if p.MaxBody > 0 {

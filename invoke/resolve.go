@@ -136,25 +136,31 @@ func buildPath(p string, t Target) (string, error) {
 	if p == "" {
 		return "", unused(t.PathParams, nil)
 	}
-	used := map[string]bool{}
+	var used map[string]bool // of placeholders; made at the first one
 	segs := strings.Split(p, "/")
 	var b strings.Builder
+	b.Grow(len(p) + 16)
+	var out strings.Builder
+	var buf [4]piece
 	for i, seg := range segs {
 		if seg == "" && i < len(segs)-1 {
 			// "a//b" means nothing useful and some servers fold it to
 			// "a/b"; a trailing "/" is kept because APIs tell them apart.
 			return "", invalid("contains an empty path segment")
 		}
-		pieces, err := splitTemplate(seg, t.Template)
+		pieces, err := splitTemplate(seg, t.Template, buf[:])
 		if err != nil {
 			return "", err
 		}
-		var out strings.Builder
+		out.Reset()
 		for j, pc := range pieces {
 			if pc.param {
 				v := t.PathParams[pc.text]
 				if v == "" {
 					return "", mismatch("placeholder {%s} has no value", short(pc.text))
+				}
+				if used == nil {
+					used = map[string]bool{}
 				}
 				used[pc.text] = true
 				if d, reason := decode(v); reason != "" {
@@ -206,11 +212,11 @@ func unused(params map[string]string, used map[string]bool) error {
 // splitTemplate splits one escaped segment into literal text and
 // placeholders. Without a template the whole segment is literal and braces
 // are ordinary characters.
-func splitTemplate(seg string, template bool) ([]piece, error) {
+func splitTemplate(seg string, template bool, buf []piece) ([]piece, error) {
+	ps := buf[:0]
 	if !template {
-		return []piece{{text: seg}}, nil
+		return append(ps, piece{text: seg}), nil
 	}
-	var ps []piece
 	for seg != "" {
 		i := strings.IndexAny(seg, "{}")
 		if i < 0 {
@@ -298,12 +304,24 @@ func decode(s string) (string, string) {
 			// Also refuses overlong encodings such as %C0%AE for '.'.
 			return "", "is not valid UTF-8 once decoded"
 		}
-		if s = lookalikes.Replace(s); strings.ContainsRune(s, '\\') {
+		if !isASCII(s) {
+			s = lookalikes.Replace(s) // every lookalike is outside ASCII
+		}
+		if strings.ContainsRune(s, '\\') {
 			return "", "contains a backslash"
 		}
 		return s, ""
 	}
 	return "", "is percent-encoded too many times"
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // isDot reports whether a decoded segment is "." or "..", ignoring a
