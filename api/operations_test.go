@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/connmgr/connmgr"
+	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/connections/connectionstest"
 )
 
@@ -145,13 +146,9 @@ func FuzzCreateBody(f *testing.F) {
 		var b connectionBody
 		err := decodeJSON(bytes.NewReader(body), &b)
 		if err == nil {
-			var c interface{ Validate() error }
-			conn, cerr := b.toConnection(b.Name)
-			if cerr != nil {
-				err = cerr
-			} else {
-				c = conn
-				err = c.Validate()
+			var conn *connections.Connection
+			if conn, err = b.toConnection(b.Name); err == nil {
+				err = conn.Validate()
 			}
 		}
 		if err != nil {

@@ -484,41 +484,6 @@ func TestFingerprint(t *testing.T) {
 	audit.NewStore(nil, []byte("short"))
 }
 
-// scan returns every value of every row of audit_events as text.
-func scan(t *testing.T, db *connections.DB) []string {
-	t.Helper()
-	rows, err := db.Raw("SELECT * FROM audit_events").Rows()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		for _, v := range vals {
-			if b, ok := v.([]byte); ok {
-				v = string(b)
-			}
-			out = append(out, fmt.Sprint(v))
-		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // closedStore returns a store on a database that is closed.
 func closedStore(t *testing.T, engine connectionstest.Engine, log *slog.Logger) *audit.Store {
 	t.Helper()

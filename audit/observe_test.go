@@ -10,6 +10,7 @@ import (
 
 	"github.com/connmgr/connmgr/audit"
 	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/connections/connectionstest"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -343,7 +344,7 @@ func TestConnectionChanged(t *testing.T) {
 		})
 
 		t.Run("no secret in the log", func(t *testing.T) {
-			values := scan(t, env.db)
+			values := connectionstest.TableText(t, env.db.DB, "audit_events")
 			fingerprints := 0
 			for _, v := range values {
 				if strings.Contains(v, "canary-") {

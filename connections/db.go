@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,7 @@ import (
 type DB struct {
 	*gorm.DB
 	Dialect migrations.Dialect
-	// URL is the PostgreSQL URL, or "" for SQLite.
+	// URL is the PostgreSQL URL (with connect_timeout), or "" for SQLite.
 	URL string
 }
 
@@ -44,6 +45,7 @@ func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 		if !strings.HasPrefix(databaseURL, "postgres://") && !strings.HasPrefix(databaseURL, "postgresql://") {
 			return nil, fmt.Errorf("database URL must start with postgres:// or postgresql://")
 		}
+		databaseURL = withConnectTimeout(databaseURL)
 		g, err := gorm.Open(postgres.New(postgres.Config{DSN: databaseURL}), cfg)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres: %w", redactURLError(err, databaseURL))
@@ -72,6 +74,32 @@ func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 	}
 	_ = os.Chmod(path, 0o600)
 	return &DB{DB: g, Dialect: migrations.SQLite}, nil
+}
+
+// dbConnectTimeout bounds a connection attempt to PostgreSQL unless the URL
+// sets connect_timeout: without it, a database host that drops packets or a
+// server that accepts but never answers holds every call that needs a new
+// connection for minutes instead of failing it with 503.
+const dbConnectTimeout = "5"
+
+// withConnectTimeout adds connect_timeout to a postgres:// URL that has
+// none. A URL that does not parse is returned as it is, for the driver to
+// report.
+func withConnectTimeout(dbURL string) string {
+	if dbURL == "" {
+		return ""
+	}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return dbURL
+	}
+	q := u.Query()
+	if q.Has("connect_timeout") {
+		return dbURL
+	}
+	q.Set("connect_timeout", dbConnectTimeout)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // Migrate applies the embedded migrations.

@@ -598,42 +598,6 @@ func TestStoreList(t *testing.T) {
 	})
 }
 
-// tableText returns every column of every row of table as text.
-func tableText(t *testing.T, db *gorm.DB, table string) []string {
-	t.Helper()
-	rows, err := db.Raw("SELECT * FROM " + table).Rows()
-	if err != nil {
-		t.Fatalf("select %s: %v", table, err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		for _, v := range vals {
-			if b, ok := v.([]byte); ok {
-				out = append(out, string(b))
-			} else {
-				out = append(out, fmt.Sprint(v))
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // secretRows returns the ciphertexts of connection_secrets by "id/field".
 func secretRows(t *testing.T, db *gorm.DB) map[string][]byte {
 	t.Helper()
@@ -697,7 +661,7 @@ func TestSecretsAtRest(t *testing.T) {
 			}
 		}
 		for _, table := range []string{"connections", "connection_secrets"} {
-			values := tableText(t, env.db.DB, table)
+			values := connectionstest.TableText(t, env.db.DB, table)
 			if len(values) == 0 {
 				t.Fatalf("table %s is empty", table)
 			}

@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -37,8 +36,6 @@ const (
 	maxRate           = 1e6
 	maxConcurrent     = 100000
 )
-
-var nameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
 
 // reservedParams are form parameters connmgr sets itself; extraParams may
 // not override them.
@@ -89,10 +86,25 @@ func ValidateName(name string) error {
 		return &ValidationError{"name", "is required"}
 	case len(name) > MaxNameLen:
 		return &ValidationError{"name", fmt.Sprintf("must be at most %d characters", MaxNameLen)}
-	case !nameRE.MatchString(name):
+	case !nameChars(name):
 		return &ValidationError{"name", "must start with a letter and contain only letters, digits, '_' and '-'"}
 	}
 	return nil
+}
+
+// nameChars reports whether name matches ^[A-Za-z][A-Za-z0-9_-]*$. It is
+// a loop, not a regexp, because every invoke checks the name it is given.
+func nameChars(name string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return name != ""
 }
 
 type checker struct{ errs ValidationErrors }

@@ -103,12 +103,12 @@ func connmgrServer(b *testing.B, upstream string) (srv *httptest.Server, key str
 	return srv, key
 }
 
-// load sends b.N GETs to url from parallel clients over keep-alive
-// connections and reports latency percentiles.
-func load(b *testing.B, target, key string) {
+// getter returns a function that GETs target with key over keep-alive
+// connections and fails unless the answer is 200.
+func getter(b *testing.B, target, key string) func() error {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256}}
 	b.Cleanup(client.CloseIdleConnections)
-	get := func() error {
+	return func() error {
 		req, _ := http.NewRequest("GET", target, nil)
 		if key != "" {
 			req.Header.Set("Authorization", "Bearer "+key)
@@ -124,6 +124,21 @@ func load(b *testing.B, target, key string) {
 		}
 		return nil
 	}
+}
+
+// reportPercentiles reports the median and 99th percentile of lat.
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	}
+}
+
+// load sends b.N GETs to url from parallel clients over keep-alive
+// connections and reports latency percentiles.
+func load(b *testing.B, target, key string) {
+	get := getter(b, target, key)
 	if err := get(); err != nil { // warm: token fetched, caches filled
 		b.Fatal(err)
 	}
@@ -147,35 +162,14 @@ func load(b *testing.B, target, key string) {
 		mu.Unlock()
 	})
 	b.StopTimer()
-	slices.Sort(all)
-	if len(all) > 0 {
-		b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
-		b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
-	}
+	reportPercentiles(b, all)
 }
 
 // paced sends b.N GETs to target at a fixed rate, each from its own
 // goroutine (an open loop, as wrk2 does: a slow answer delays no later
 // request), and reports latency percentiles.
 func paced(b *testing.B, target, key string, perSecond int) {
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256}}
-	b.Cleanup(client.CloseIdleConnections)
-	get := func() error {
-		req, _ := http.NewRequest("GET", target, nil)
-		if key != "" {
-			req.Header.Set("Authorization", "Bearer "+key)
-		}
-		res, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			return fmt.Errorf("status %d", res.StatusCode)
-		}
-		return nil
-	}
+	get := getter(b, target, key)
 	for range 100 { // warm: token fetched, caches and connection pools filled
 		if err := get(); err != nil {
 			b.Fatal(err)
@@ -201,9 +195,7 @@ func paced(b *testing.B, target, key string, perSecond int) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	reportPercentiles(b, lat)
 }
 
 // latencyRate is the offered load of the latency comparison: well below

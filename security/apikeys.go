@@ -267,7 +267,7 @@ func (s *KeyStore) Create(ctx context.Context, nk NewKey) (*APIKey, string, erro
 		patterns = []string{}
 	}
 	row := keyRow{ID: "key_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(idBytes)),
-		Name: nk.Name, Role: string(nk.Role), Connections: string(must(json.Marshal(patterns))),
+		Name: nk.Name, Role: string(nk.Role), Connections: patternsJSON(patterns),
 		Hash: hashKey(secret), Prefix: secret[:len(KeyPrefix)+6], CreatedAt: now, CreatedBy: nk.CreatedBy,
 		ExpiresAt: utcPtr(nk.ExpiresAt)}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
@@ -276,11 +276,10 @@ func (s *KeyStore) Create(ctx context.Context, nk NewKey) (*APIKey, string, erro
 	return row.key(), secret, nil
 }
 
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
+// patternsJSON stores name patterns; a []string always marshals.
+func patternsJSON(p []string) string {
+	b, _ := json.Marshal(p)
+	return string(b)
 }
 
 // List returns the keys that are not revoked, newest first.

@@ -6,54 +6,15 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/connections/connectionstest"
 )
-
-// tableValues returns every column of every row of table as text.
-func tableValues(t testing.TB, db *gorm.DB, table string) []string {
-	t.Helper()
-	rows, err := db.Raw("SELECT * FROM " + table).Rows()
-	if err != nil {
-		t.Fatalf("select %s: %v", table, err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		for _, v := range vals {
-			if b, ok := v.([]byte); ok {
-				out = append(out, string(b))
-			} else {
-				out = append(out, fmt.Sprint(v))
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func TestKeyStoreCreate(t *testing.T) {
 	for _, engine := range connectionstest.Engines(t) {
@@ -87,7 +48,7 @@ func TestKeyStoreCreate(t *testing.T) {
 			}
 
 			sum := sha256.Sum256([]byte(secret))
-			values := tableValues(t, db.DB, "api_keys")
+			values := connectionstest.TableText(t, db.DB, "api_keys")
 			foundHash := false
 			for _, v := range values {
 				if strings.Contains(v, strings.TrimPrefix(secret, KeyPrefix)) {

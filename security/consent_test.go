@@ -118,7 +118,7 @@ func TestConsentFlow(t *testing.T) {
 		if got := oauth2.S256ChallengeFromVerifier(string(verifier)); got != q.Get("code_challenge") {
 			t.Errorf("code_challenge = %q, want S256 of the stored verifier %q", q.Get("code_challenge"), got)
 		}
-		for _, r := range rowsOf(t, e.db, "oauth_states") {
+		for _, r := range connectionstest.TableText(t, e.db.DB, "oauth_states") {
 			if strings.Contains(r, state) || strings.Contains(r, string(verifier)) {
 				t.Errorf("oauth_states holds the state or the verifier in plaintext")
 			}

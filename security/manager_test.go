@@ -153,7 +153,7 @@ func TestTokenReusedAfterRestart(t *testing.T) {
 		if plain[2] == "" {
 			t.Fatalf("the rotated refresh token was not kept")
 		}
-		for _, row := range rowsOf(t, e.db, "tokens") {
+		for _, row := range connectionstest.TableText(t, e.db.DB, "tokens") {
 			for _, p := range plain {
 				if strings.Contains(row, p) {
 					t.Errorf("tokens table holds the plaintext %q", p)
@@ -175,43 +175,6 @@ func TestTokenReusedAfterRestart(t *testing.T) {
 			t.Errorf("a refresh token ciphertext decrypts for another connection")
 		}
 	})
-}
-
-// rowsOf returns each row of table as the text of all its columns.
-func rowsOf(t *testing.T, db *connections.DB, table string) []string {
-	t.Helper()
-	rows, err := db.Raw("SELECT * FROM " + table).Rows()
-	if err != nil {
-		t.Fatalf("select %s: %v", table, err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		var b strings.Builder
-		for i, v := range vals {
-			if raw, ok := v.([]byte); ok {
-				v = string(raw)
-			}
-			fmt.Fprintf(&b, "%s=%v ", cols[i], v)
-		}
-		out = append(out, b.String())
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // TestRefreshAcrossReplicas runs three connmgr processes on one database,

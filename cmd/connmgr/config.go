@@ -104,7 +104,6 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if cfg.DatabaseURL != "" && !strings.HasPrefix(cfg.DatabaseURL, "postgres://") && !strings.HasPrefix(cfg.DatabaseURL, "postgresql://") {
 		return nil, &configError{"CONNMGR_DATABASE_URL", "must be a postgres:// or postgresql:// URL"}
 	}
-	cfg.DatabaseURL = withConnectTimeout(cfg.DatabaseURL)
 	if cfg.AdminToken != "" && len(cfg.AdminToken) < 32 {
 		return nil, &configError{"CONNMGR_ADMIN_TOKEN", "must be at least 32 characters"}
 	}
@@ -142,32 +141,6 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return nil, &configError{"CONNMGR_LOG_LEVEL", fmt.Sprintf("want debug, info, warn or error, got %q", raw.logLevel)}
 	}
 	return cfg, nil
-}
-
-// dbConnectTimeout bounds a connection attempt to PostgreSQL unless the URL
-// sets connect_timeout: without it, a database host that drops packets or a
-// server that accepts but never answers holds every call that needs a new
-// connection for minutes instead of failing it with 503.
-const dbConnectTimeout = "5"
-
-// withConnectTimeout adds connect_timeout to a postgres:// URL that has
-// none. A URL that does not parse is returned as it is, for the driver to
-// report.
-func withConnectTimeout(dbURL string) string {
-	if dbURL == "" {
-		return ""
-	}
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		return dbURL
-	}
-	q := u.Query()
-	if q.Has("connect_timeout") {
-		return dbURL
-	}
-	q.Set("connect_timeout", dbConnectTimeout)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 var sizeUnits = []struct {

@@ -7,12 +7,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"gorm.io/gorm"
 
 	"github.com/connmgr/connmgr/connections"
 )
@@ -118,4 +120,40 @@ func CreatePostgres(tb testing.TB) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// TableText returns every column of every row of table as text ([]byte
+// as a string), for tests that look for plaintext secrets at rest.
+func TableText(tb testing.TB, db *gorm.DB, table string) []string {
+	tb.Helper()
+	rows, err := db.Raw("SELECT * FROM " + table).Rows()
+	if err != nil {
+		tb.Fatalf("select %s: %v", table, err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			tb.Fatal(err)
+		}
+		for _, v := range vals {
+			if b, ok := v.([]byte); ok {
+				v = string(b)
+			}
+			out = append(out, fmt.Sprint(v))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
 }
