@@ -1160,12 +1160,16 @@ func BenchmarkReverseProxy(b *testing.B) {
 }
 
 func TestServeLimits(t *testing.T) {
-	release := make(chan struct{})
+	unblock := make(chan struct{})
+	release := sync.OnceFunc(func() { close(unblock) })
+	slow := make(chan struct{}, 2) // one send per slow call that reached the upstream
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
-			<-release
+			slow <- struct{}{}
+			<-unblock
 		}
 	})
+	t.Cleanup(release) // runs before the upstream closes, also when a check fails early
 	tests := []struct {
 		name   string
 		set    func(c *connections.Connection)
@@ -1205,16 +1209,19 @@ func TestServeLimits(t *testing.T) {
 			wg.Add(1)
 			go func() { defer wg.Done(); h.serve(getCall(c, "slow")) }()
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for len(up.requests()) < 2 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
+		for range 2 { // both slots are taken once both slow calls are upstream
+			select {
+			case <-slow:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the slow calls never reached the upstream")
+			}
 		}
 		h.serve(getCall(c, "fast"))
 		var le *invoke.LimitError
 		if !errors.As(h.last(), &le) || le.RetryAfter < time.Second {
 			t.Errorf("third concurrent call: %v, want a *LimitError with Retry-After", h.last())
 		}
-		close(release)
+		release()
 		wg.Wait()
 		if rec := h.serve(getCall(c, "fast")); rec.Code != http.StatusOK {
 			t.Errorf("after the slow calls ended: %d, want 200", rec.Code)
