@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -31,7 +32,9 @@ func TestProxyTest(t *testing.T) {
 		io.WriteString(w, "secret body "+canary)
 	})
 	plain := strings.Replace(up.URL, "http:", "https:", 1)
-	untrusted := httptest.NewTLSServer(http.NotFoundHandler())
+	untrusted := httptest.NewUnstartedServer(http.NotFoundHandler())
+	untrusted.Config.ErrorLog = log.New(io.Discard, "", 0) // the rejected handshake is expected
+	untrusted.StartTLS()
 	defer untrusted.Close()
 	for _, tt := range []struct {
 		name     string
