@@ -57,8 +57,6 @@ func (s *Server) observe() gin.HandlerFunc {
 			id = newRequestID()
 		}
 		c.Set(ctxRequestID, id)
-		log := s.log.With("request_id", id)
-		c.Set(ctxLogger, log)
 		c.Header("X-Request-Id", id)
 		defer func() {
 			r := recover()
@@ -69,7 +67,7 @@ func (s *Server) observe() gin.HandlerFunc {
 				defer panic(r)
 				c.Writer.WriteHeaderNow()
 			} else if r != nil {
-				log.Error("panic", "panic", r, "stack", string(debug.Stack()))
+				s.logger(c).Error("panic", "panic", r, "stack", string(debug.Stack()))
 				if !c.Writer.Written() {
 					s.renderProblem(c, newProblem(http.StatusInternalServerError, "internal_error",
 						"connmgr failed to handle the request; the log has the details under this request id"))
@@ -87,26 +85,38 @@ func (s *Server) observe() gin.HandlerFunc {
 			if status >= 500 {
 				level = slog.LevelError
 			}
-			if !log.Enabled(c.Request.Context(), level) {
+			if !s.log.Enabled(c.Request.Context(), level) {
 				return
 			}
-			attrs := []slog.Attr{slog.String("method", c.Request.Method), slog.String("path", c.Request.URL.Path),
+			attrs := []slog.Attr{slog.String("request_id", id), slog.String("method", c.Request.Method), slog.String("path", c.Request.URL.Path),
 				slog.String("route", route), slog.Int("status", status), slog.Duration("duration", elapsed),
 				slog.Int("bytes", c.Writer.Size())}
 			if k, ok := c.Get(ctxKey); ok {
 				attrs = append(attrs, slog.String("actor", k.(*security.APIKey).Name))
 			}
-			log.LogAttrs(c.Request.Context(), level, "request", attrs...)
+			// A record made here, without the caller's program counter that
+			// Logger methods look up: one access line per request.
+			rec := slog.NewRecord(time.Now(), level, "request", 0)
+			rec.AddAttrs(attrs...)
+			_ = s.log.Handler().Handle(c.Request.Context(), rec)
 		}()
 		c.Next()
 	}
 }
 
+// logger is the log of this request: its lines carry the request id. It
+// is made on first use; most requests log only their access line.
 func (s *Server) logger(c *gin.Context) *slog.Logger {
 	if l, ok := c.Get(ctxLogger); ok {
 		return l.(*slog.Logger)
 	}
-	return s.log
+	id := requestID(c)
+	if id == "" {
+		return s.log
+	}
+	l := s.log.With("request_id", id)
+	c.Set(ctxLogger, l)
+	return l
 }
 
 // authenticate requires a valid API key as a bearer token.

@@ -266,16 +266,18 @@ func checkLiteral(text string, atStart, atEnd bool) string {
 	if reason != "" {
 		return reason
 	}
-	parts := strings.Split(d, "/")
-	for i, p := range parts {
-		if (i == 0 && !atStart) || (i == len(parts)-1 && !atEnd) {
-			continue
-		}
-		if isDot(p) {
+	// Each '/'-separated part of the decoded text, except a first or last
+	// part that continues a segment begun or ended outside the text.
+	for first := true; ; first = false {
+		part, rest, more := strings.Cut(d, "/")
+		if (!first || atStart) && (more || atEnd) && isDot(part) {
 			return "contains a dot segment"
 		}
+		if !more {
+			return ""
+		}
+		d = rest
 	}
-	return ""
 }
 
 // lookalikes maps characters that Unicode normalisation (NFKC) or a lenient

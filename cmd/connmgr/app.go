@@ -28,7 +28,7 @@ func openApp(ctx context.Context, name string, args []string, getenv func(string
 	if err != nil {
 		return nil, err
 	}
-	log := newLogger(stderr, cfg.LogLevel)
+	log := newLogger(stderr, isTerminal(stderr), cfg.LogLevel)
 	ring, err := loadKeyRing(cfg, log)
 	if err != nil {
 		return nil, err

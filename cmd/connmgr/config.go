@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -166,9 +165,9 @@ func parseSize(s string) (int64, error) {
 }
 
 // newLogger logs JSON, or text on a terminal.
-func newLogger(w *os.File, level slog.Level) *slog.Logger {
+func newLogger(w io.Writer, terminal bool, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
-	if isTerminal(w) {
+	if terminal {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))

@@ -55,7 +55,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return err
 	}
 	defer a.db.Close()
-	log := a.log
+	// From here on, one log line per request: lines are batched (Close
+	// writes the rest when serve returns).
+	logOut := newBatchWriter(stderr)
+	defer logOut.Close()
+	log := newLogger(logOut, isTerminal(stderr), a.cfg.LogLevel)
 
 	// Listen before wiring: with port 0 in CONNMGR_ADDR, the default public
 	// URL (OAuth callback, docs) needs the port actually bound.
