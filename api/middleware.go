@@ -88,9 +88,9 @@ func (s *Server) observe() gin.HandlerFunc {
 			if !s.log.Enabled(c.Request.Context(), level) {
 				return
 			}
-			attrs := []slog.Attr{slog.String("request_id", id), slog.String("method", c.Request.Method), slog.String("path", c.Request.URL.Path),
-				slog.String("route", route), slog.Int("status", status), slog.Duration("duration", elapsed),
-				slog.Int("bytes", c.Writer.Size())}
+			attrs := []slog.Attr{slog.String("request_id", id), slog.String("method", c.Request.Method),
+				slog.String("path", c.Request.URL.Path), slog.String("route", route), slog.Int("status", status),
+				slog.Duration("duration", elapsed), slog.Int("bytes", c.Writer.Size())}
 			if k, ok := c.Get(ctxKey); ok {
 				attrs = append(attrs, slog.String("actor", k.(*security.APIKey).Name))
 			}
