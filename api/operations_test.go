@@ -57,7 +57,17 @@ func TestOperations(t *testing.T) {
 	}
 
 	h.db.Close()
-	h.do("GET", "/readyz", "", nil).problem(t, 503, "not_ready")
+	h.do("GET", "/readyz", "", nil, "X-Request-Id", "ready-42").problem(t, 503, "not_ready")
+	// A handler's own lines carry the request id too, not only the access line.
+	var notReady string
+	for line := range strings.Lines(h.logs.String()) {
+		if strings.Contains(line, `"msg":"not ready"`) {
+			notReady = line
+		}
+	}
+	if !strings.Contains(notReady, `"request_id":"ready-42"`) {
+		t.Errorf("the not-ready log line = %q, want it with the request id", notReady)
+	}
 }
 
 // TestContractCoversRoutes: every served route is in openapi.yaml and every
