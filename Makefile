@@ -32,6 +32,7 @@ test: lint
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzResolve -fuzztime 30s ./invoke/
 	$(GO) test -run '^$$' -fuzz FuzzCreateBody -fuzztime 30s ./api/
+	$(GO) test -run '^$$' -fuzz FuzzRetryAfter -fuzztime 30s ./alerts/
 
 # Full invoke path against a bare httputil.ReverseProxy on the same upstream:
 # throughput with 8 callers in a closed loop (saturated), latency at a fixed

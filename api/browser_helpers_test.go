@@ -31,11 +31,7 @@ import (
 	"github.com/go-oauth2/oauth2/v4/server"
 	oauthstore "github.com/go-oauth2/oauth2/v4/store"
 
-	"github.com/connmgr/connmgr"
-	"github.com/connmgr/connmgr/audit"
-	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/connections/connectionstest"
-	"github.com/connmgr/connmgr/invoke"
 	"github.com/connmgr/connmgr/security"
 )
 
@@ -316,29 +312,7 @@ func newLiveAPI(t *testing.T) *liveAPI {
 	base := "http://" + ts.Listener.Addr().String()
 
 	db := connectionstest.Open(t, connectionstest.SQLite)
-	ring := testKeyRing(t)
-	store := connections.NewGormStore(db.DB, ring)
-	keys := security.NewKeyStore(db.DB)
-	svc := &connections.Service{Store: store}
-	auditLog := audit.NewStore(db.DB, ring.Derive("audit"))
-	svc.Observers = append(svc.Observers, auditLog.ConnectionChanged)
-	svc.StatusObservers = append(svc.StatusObservers, auditLog.StatusChanged)
-	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	allow, err := invoke.ParseAllow("127.0.0.0/8")
-	if err != nil {
-		t.Fatal(err)
-	}
-	guard := &invoke.Guard{Allow: allow}
-	tokens := security.NewManager(security.ManagerConfig{DB: db.DB, Sealer: ring, Connections: store, Status: svc,
-		Client: guard.Client(10 * time.Second), Logger: logger})
-	svc.Observers = append(svc.Observers, tokens.Observe)
-	consent := security.NewConsent(db.DB, ring, tokens, base+"/oauth/callback")
-	cache := connections.NewCache(store)
-	svc.Observers = append(svc.Observers, cache.Observe)
-	proxy := invoke.NewProxy(tokens, guard.Transport(0), nil)
-	srv := New(Config{Connections: svc, Keys: keys, Tokens: tokens, Consent: consent, Tester: proxy.Test,
-		Cache: cache, Proxy: proxy, Audit: auditLog, OpenAPI: connmgr.OpenAPI, CursorKey: ring.Derive("cursor"),
-		Ready: db.Ping, Logger: logger})
+	srv, _, keys := newTestServer(t, db, slog.New(slog.NewJSONHandler(io.Discard, nil)), base+"/oauth/callback", 0)
 	_, admin, err := keys.Create(context.Background(), security.NewKey{Name: "browser-admin", Role: security.RoleAdmin})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"io/fs"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -57,12 +56,19 @@ func (s *Server) routeDocs(r *gin.Engine) {
 			s.renderProblem(c, newProblem(http.StatusNotFound, "route_not_found", "no such file in the docs"))
 			return
 		}
-		b, err := fs.ReadFile(swaggerfiles.FS, name)
+		// Streamed from the embedded file, not copied: the bundle is large.
+		f, err := swaggerfiles.FS.Open(name)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		defer f.Close()
+		info, err := f.Stat()
 		if err != nil {
 			s.fail(c, err)
 			return
 		}
 		c.Header("Cache-Control", "public, max-age=3600")
-		c.Data(http.StatusOK, ctype, b)
+		c.DataFromReader(http.StatusOK, info.Size(), ctype, f, nil)
 	})
 }

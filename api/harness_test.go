@@ -95,9 +95,12 @@ func testKeyRing(t testing.TB) *security.KeyRing {
 	return ring
 }
 
-func newHarness(t *testing.T, e connectionstest.Engine) *harness {
+// newTestServer wires a Server on db as the service does: connections
+// with an audit log, a token manager and consent flow (redirecting to
+// callbackURL), the invoke cache and a proxy that may reach loopback
+// targets. maxBody 0 keeps the default body limits.
+func newTestServer(t testing.TB, db *connections.DB, log *slog.Logger, callbackURL string, maxBody int64) (*Server, *connections.GormStore, *security.KeyStore) {
 	t.Helper()
-	db := connectionstest.Open(t, e)
 	ring := testKeyRing(t)
 	store := connections.NewGormStore(db.DB, ring)
 	keys := security.NewKeyStore(db.DB)
@@ -105,21 +108,31 @@ func newHarness(t *testing.T, e connectionstest.Engine) *harness {
 	auditLog := audit.NewStore(db.DB, ring.Derive("audit"))
 	svc.Observers = append(svc.Observers, auditLog.ConnectionChanged)
 	svc.StatusObservers = append(svc.StatusObservers, auditLog.StatusChanged)
-	logs := &logBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	allow, _ := invoke.ParseAllow("127.0.0.0/8")
+	allow, err := invoke.ParseAllow("127.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
 	guard := &invoke.Guard{Allow: allow}
 	tokens := security.NewManager(security.ManagerConfig{DB: db.DB, Sealer: ring, Connections: store, Status: svc,
 		Client: guard.Client(10 * time.Second), Logger: log, OnFailure: auditLog.TokenFailed})
 	svc.Observers = append(svc.Observers, tokens.Observe)
-	consent := security.NewConsent(db.DB, ring, tokens, "http://connmgr.test/oauth/callback")
+	consent := security.NewConsent(db.DB, ring, tokens, callbackURL)
 	cache := connections.NewCache(store)
 	svc.Observers = append(svc.Observers, cache.Observe)
 	proxy := invoke.NewProxy(tokens, guard.Transport(0), nil)
-	proxy.MaxBody = 64 << 10
+	proxy.MaxBody = maxBody
 	srv := New(Config{Connections: svc, Keys: keys, Tokens: tokens, Consent: consent, Tester: proxy.Test,
 		Cache: cache, Proxy: proxy, Audit: auditLog,
-		OpenAPI: connmgr.OpenAPI, CursorKey: ring.Derive("cursor"), MaxBody: 64 << 10, Ready: db.Ping, Logger: log})
+		OpenAPI: connmgr.OpenAPI, CursorKey: ring.Derive("cursor"), MaxBody: maxBody, Ready: db.Ping, Logger: log})
+	return srv, store, keys
+}
+
+func newHarness(t *testing.T, e connectionstest.Engine) *harness {
+	t.Helper()
+	db := connectionstest.Open(t, e)
+	logs := &logBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, store, keys := newTestServer(t, db, log, "http://connmgr.test/oauth/callback", 64<<10)
 	_, admin, err := keys.Create(context.Background(), security.NewKey{Name: "test-admin", Role: security.RoleAdmin})
 	if err != nil {
 		t.Fatal(err)

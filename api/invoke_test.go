@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,10 +20,7 @@ func echoTarget(t *testing.T) (*httptest.Server, *atomic.Int64) {
 	var n atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
-		body := make([]byte, r.ContentLength)
-		if r.ContentLength > 0 {
-			r.Body.Read(body)
-		}
+		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Set-Cookie", "upstream=1")
 		json.NewEncoder(w).Encode(map[string]any{"method": r.Method, "uri": r.RequestURI,

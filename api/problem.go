@@ -87,11 +87,12 @@ func problemFor(err error) *problemError {
 		return newProblem(http.StatusConflict, "consent_required", "the connection needs consent: POST .../consent and open the authorization URL")
 	case errors.Is(err, security.ErrTokenUnavailable):
 		p := newProblem(http.StatusServiceUnavailable, "token_unavailable", "no token could be obtained: "+tokenDetail(err))
-		var te *security.TokenError
-		if errors.As(err, &te) && te.Permanent {
-			p.status = http.StatusBadGateway
-		} else if errors.As(err, &te) && te.RetryAfter > 0 {
-			p.retryAfter = te.RetryAfter
+		if te := (*security.TokenError)(nil); errors.As(err, &te) {
+			if te.Permanent {
+				p.status = http.StatusBadGateway
+			} else {
+				p.retryAfter = te.RetryAfter
+			}
 		}
 		return p
 	case errors.Is(err, security.ErrNotAuthorizationCode):

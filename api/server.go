@@ -112,19 +112,22 @@ func (s *Server) routes() *gin.Engine {
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	s.routeDocs(r)
 
-	v1 := r.Group("/api/v1", s.authenticate, s.auditContext, s.limitBody, s.deadline)
+	v1 := r.Group("/api/v1", s.authenticate, s.auditContext, s.limitBody)
+	// Deadlines by route: management calls get managementDeadline, calls
+	// that reach out get outboundDeadline, invokes none (see deadline).
+	mgmt, outbound := v1.Group("", deadline(managementDeadline)), v1.Group("", deadline(outboundDeadline))
 	read, write := s.require(security.PermRead), s.require(security.PermWrite)
-	v1.POST("/connections", write, s.createConnection)
-	v1.GET("/connections", read, s.listConnections)
+	mgmt.POST("/connections", write, s.createConnection)
+	mgmt.GET("/connections", read, s.listConnections)
 	// Visibility comes before the role check: a key that may not see a
 	// connection gets 404 for it, never 403.
-	v1.GET("/connections/:name", s.visible, read, s.getConnection)
-	v1.PUT("/connections/:name", s.visible, write, s.replaceConnection)
-	v1.DELETE("/connections/:name", s.visible, write, s.deleteConnection)
-	v1.POST("/connections/:name/test", s.visible, write, s.testConnection)
-	v1.GET("/connections/:name/token", s.visible, read, s.getToken)
-	v1.POST("/connections/:name/token/refresh", s.visible, write, s.refreshToken)
-	v1.POST("/connections/:name/consent", s.visible, write, s.startConsent)
+	mgmt.GET("/connections/:name", s.visible, read, s.getConnection)
+	mgmt.PUT("/connections/:name", s.visible, write, s.replaceConnection)
+	mgmt.DELETE("/connections/:name", s.visible, write, s.deleteConnection)
+	outbound.POST("/connections/:name/test", s.visible, write, s.testConnection)
+	mgmt.GET("/connections/:name/token", s.visible, read, s.getToken)
+	outbound.POST("/connections/:name/token/refresh", s.visible, write, s.refreshToken)
+	mgmt.POST("/connections/:name/consent", s.visible, write, s.startConsent)
 	r.GET("/oauth/callback", s.oauthCallback)
 	invoker := s.require(security.PermInvoke)
 	v1.POST("/connections/:name/invoke", s.visible, invoker, s.invokeDynamic)
@@ -135,9 +138,9 @@ func (s *Server) routes() *gin.Engine {
 		r.Handle(m, "/invoke/:name/*path", s.authenticate, s.visible, invoker, s.invokeTransparent)
 	}
 
-	v1.GET("/audit", s.require(security.PermAudit), s.listAudit)
+	mgmt.GET("/audit", s.require(security.PermAudit), s.listAudit)
 
-	keys := v1.Group("/apikeys", s.require(security.PermManageKeys))
+	keys := mgmt.Group("/apikeys", s.require(security.PermManageKeys))
 	keys.POST("", s.createAPIKey)
 	keys.GET("", s.listAPIKeys)
 	keys.DELETE("/:id", s.revokeAPIKey)

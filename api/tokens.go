@@ -5,6 +5,7 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -231,8 +232,8 @@ func (s *Server) oauthCallback(c *gin.Context) {
 // errText returns the text after the sentinel of a consent error.
 func errText(err error) string {
 	msg := err.Error()
-	if p := security.ErrConsentDenied.Error() + ": "; len(msg) > len(p) && msg[:len(p)] == p {
-		return msg[len(p):]
+	if rest, ok := strings.CutPrefix(msg, security.ErrConsentDenied.Error()+": "); ok && rest != "" {
+		return rest
 	}
 	return msg
 }

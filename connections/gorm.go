@@ -217,22 +217,28 @@ func (s *GormStore) writeSecrets(tx *gorm.DB, id int64, sec *Security) error {
 
 // Get implements Store.
 func (s *GormStore) Get(ctx context.Context, name string) (*Connection, error) {
-	var row connRow
-	if err := s.db.WithContext(ctx).Where("name = ?", name).Take(&row).Error; err != nil {
-		return nil, fmt.Errorf("get %q: %w", name, Translate(err))
-	}
-	cs, err := s.load(ctx, []connRow{row})
+	c, err := s.take(ctx, "name = ?", name)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("get %q: %w", name, err)
 	}
-	return cs[0], nil
+	return c, nil
 }
 
 // GetByID returns the connection with row id. Returns ErrNotFound.
 func (s *GormStore) GetByID(ctx context.Context, id int64) (*Connection, error) {
+	c, err := s.take(ctx, "id = ?", id)
+	if err != nil {
+		return nil, fmt.Errorf("get connection %d: %w", id, err)
+	}
+	return c, nil
+}
+
+// take returns the one connection that matches the condition, with its
+// secrets.
+func (s *GormStore) take(ctx context.Context, cond string, arg any) (*Connection, error) {
 	var row connRow
-	if err := s.db.WithContext(ctx).Where("id = ?", id).Take(&row).Error; err != nil {
-		return nil, fmt.Errorf("get connection %d: %w", id, Translate(err))
+	if err := s.db.WithContext(ctx).Where(cond, arg).Take(&row).Error; err != nil {
+		return nil, Translate(err)
 	}
 	cs, err := s.load(ctx, []connRow{row})
 	if err != nil {

@@ -72,7 +72,6 @@ func (s *Service) Replace(ctx context.Context, actor string, ifMatch int64, c *C
 			return fmt.Errorf("replace %q: %w", c.Name, ErrVersionMismatch)
 		}
 		cand := *c
-		cand.Security = c.Security
 		carried := CarrySecrets(old, &cand)
 		if err := cand.Validate(); err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -256,8 +257,7 @@ func CheckURL(raw string) error {
 		return fmt.Errorf("has an invalid or ambiguous host %q", u.Hostname())
 	}
 	if p := u.Port(); p != "" {
-		var n int
-		if _, err := fmt.Sscanf(p, "%d", &n); err != nil || n < 1 || n > 65535 || fmt.Sprint(n) != p {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != p {
 			return fmt.Errorf("has an invalid port")
 		}
 	}

@@ -46,10 +46,6 @@ func benchUpstream(b *testing.B) *httptest.Server {
 func bareProxy(b *testing.B, upstream string) *httptest.Server {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 512, 256
-	return bareProxyWith(b, upstream, transport)
-}
-
-func bareProxyWith(b *testing.B, upstream string, transport http.RoundTripper) *httptest.Server {
 	u, _ := url.Parse(upstream)
 	rp := &httputil.ReverseProxy{Transport: transport, Rewrite: func(pr *httputil.ProxyRequest) {
 		pr.SetURL(u)

@@ -145,14 +145,6 @@ func counter(t *testing.T) (*httptest.Server, *atomic.Int64) {
 	return srv, &n
 }
 
-func loopback(t *testing.T) []netip.Prefix {
-	allow, err := invoke.ParseAllow("127.0.0.0/8")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return allow
-}
-
 func TestDialContext(t *testing.T) {
 	srv, hits := counter(t)
 	addr := srv.Listener.Addr().String()
@@ -174,7 +166,7 @@ func TestDialContext(t *testing.T) {
 		}
 	})
 	t.Run("allowed loopback", func(t *testing.T) {
-		resp, err := (&invoke.Guard{Allow: loopback(t)}).Client(5 * time.Second).Get(srv.URL)
+		resp, err := allowLoopback(t).Client(5 * time.Second).Get(srv.URL)
 		if err != nil {
 			t.Fatalf("Get(%s) = %v, want 200", srv.URL, err)
 		}
@@ -185,9 +177,10 @@ func TestDialContext(t *testing.T) {
 	})
 	t.Run("tries candidates in order", func(t *testing.T) {
 		_, port, _ := net.SplitHostPort(addr)
-		g := &invoke.Guard{Allow: loopback(t), Lookup: func(context.Context, string) ([]netip.Addr, error) {
+		g := allowLoopback(t)
+		g.Lookup = func(context.Context, string) ([]netip.Addr, error) {
 			return []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("127.0.0.1")}, nil
-		}}
+		}
 		conn, err := g.DialContext(ctx, "tcp", net.JoinHostPort("mixed.test", port))
 		if err != nil {
 			t.Fatalf("DialContext(mixed.test) = %v, want the allowed candidate", err)
@@ -291,7 +284,7 @@ func TestNoRedirects(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	resp, err := (&invoke.Guard{Allow: loopback(t)}).Client(5 * time.Second).Get(srv.URL + "/a")
+	resp, err := allowLoopback(t).Client(5 * time.Second).Get(srv.URL + "/a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,9 +307,10 @@ func TestProxyEnvIgnored(t *testing.T) {
 	t.Setenv("no_proxy", "")
 	// A name, not 127.0.0.1: the standard library never proxies loopback
 	// addresses, so only a name shows whether the proxy is used.
-	g := &invoke.Guard{Allow: loopback(t), Lookup: func(context.Context, string) ([]netip.Addr, error) {
+	g := allowLoopback(t)
+	g.Lookup = func(context.Context, string) ([]netip.Addr, error) {
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
-	}}
+	}
 	if g.Transport(0).Proxy != nil {
 		t.Fatal("Transport().Proxy is set, want nil")
 	}

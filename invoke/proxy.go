@@ -432,14 +432,21 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			delete(h, k)
 		}
 	}
+	setStatic(h, x.conn)
+	if x.requestID != "" {
+		h["X-Request-Id"] = []string{x.requestID}
+	}
+}
+
+// setStatic sets what every request to c's target carries whatever the
+// caller sent: User-Agent, then c's static Headers (which may replace it).
+// Serve and Test both use it.
+func setStatic(h http.Header, c *connections.Connection) {
 	h["User-Agent"] = []string{userAgent}
-	for k, v := range x.conn.Headers {
+	for k, v := range c.Headers {
 		if !forbidden(k) {
 			h.Set(k, v)
 		}
-	}
-	if x.requestID != "" {
-		h["X-Request-Id"] = []string{x.requestID}
 	}
 }
 
@@ -645,8 +652,11 @@ func (p *Proxy) log() *slog.Logger {
 	if p.Logger != nil {
 		return p.Logger
 	}
-	return slog.New(slog.DiscardHandler)
+	return discardLog
 }
+
+// discardLog is the Logger of a Proxy without one.
+var discardLog = slog.New(slog.DiscardHandler)
 
 // logWriter turns ReverseProxy's log lines (body copy errors, which carry
 // no secrets) into warnings of the Proxy's Logger.

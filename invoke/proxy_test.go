@@ -1107,19 +1107,10 @@ func ExampleProxy_Serve() {
 }
 
 // The two benchmarks compare Serve with a bare ReverseProxy over the same
-// kind of transport and target.
-
-func benchTarget(b *testing.B) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"id":"A-17","status":"open"}`)
-	}))
-	b.Cleanup(srv.Close)
-	return srv
-}
+// kind of transport and target (benchUpstream).
 
 func BenchmarkServe(b *testing.B) {
-	srv := benchTarget(b)
+	srv := benchUpstream(b)
 	tr := allowLoopback(b).Transport(0)
 	b.Cleanup(tr.CloseIdleConnections)
 	p := invoke.NewProxy(&fakeCreds{}, tr, prometheus.NewRegistry())
@@ -1140,7 +1131,7 @@ func BenchmarkServe(b *testing.B) {
 }
 
 func BenchmarkReverseProxy(b *testing.B) {
-	srv := benchTarget(b)
+	srv := benchUpstream(b)
 	tr := allowLoopback(b).Transport(0)
 	b.Cleanup(tr.CloseIdleConnections)
 	target, _ := url.Parse(srv.URL + "/v2")
@@ -1173,12 +1164,11 @@ func TestServeLimits(t *testing.T) {
 	tests := []struct {
 		name   string
 		set    func(c *connections.Connection)
-		path   string
 		calls  int
 		wantOK int
 	}{
-		{"burst of 3 at 1/s", func(c *connections.Connection) { c.RateLimit = &connections.RateLimit{RequestsPerSecond: 1, Burst: 3} }, "fast", 5, 3},
-		{"no limits", func(c *connections.Connection) {}, "fast", 5, 5},
+		{"burst of 3 at 1/s", func(c *connections.Connection) { c.RateLimit = &connections.RateLimit{RequestsPerSecond: 1, Burst: 3} }, 5, 3},
+		{"no limits", func(c *connections.Connection) {}, 5, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1187,7 +1177,7 @@ func TestServeLimits(t *testing.T) {
 			tt.set(c)
 			ok := 0
 			for range tt.calls {
-				rec := h.serve(getCall(c, tt.path))
+				rec := h.serve(getCall(c, "fast"))
 				switch {
 				case rec.Code == http.StatusOK:
 					ok++

@@ -140,7 +140,6 @@ func buildPath(p string, t Target) (string, error) {
 	segs := strings.Split(p, "/")
 	var b strings.Builder
 	b.Grow(len(p) + 16)
-	var out strings.Builder
 	var buf [4]piece
 	for i, seg := range segs {
 		if seg == "" && i < len(segs)-1 {
@@ -152,7 +151,10 @@ func buildPath(p string, t Target) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		out.Reset()
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		start := b.Len() // of the segment in b
 		for j, pc := range pieces {
 			if pc.param {
 				v := t.PathParams[pc.text]
@@ -168,7 +170,7 @@ func buildPath(p string, t Target) (string, error) {
 				} else if isDot(d) {
 					return "", invalid("value of {%s} is a dot segment", short(pc.text))
 				}
-				out.WriteString(url.PathEscape(v))
+				b.WriteString(url.PathEscape(v))
 				continue
 			}
 			if !validPercent(pc.text) {
@@ -177,20 +179,20 @@ func buildPath(p string, t Target) (string, error) {
 			if reason := checkLiteral(pc.text, j == 0, j == len(pieces)-1); reason != "" {
 				return "", invalid("%s", reason)
 			}
-			out.WriteString(escapeLiteral(pc.text))
+			b.WriteString(escapeLiteral(pc.text))
 		}
-		// The assembled segment is checked too: "{a}{b}" with "." and "."
-		// is "..", and a value ending in "%" before literal "2e" decodes,
-		// twice, to ".".
-		if d, reason := decode(out.String()); reason != "" {
-			return "", invalid("%s", reason)
-		} else if isDot(d) {
-			return "", invalid("contains a dot segment")
+		// A segment of several pieces is checked once assembled too:
+		// "{a}{b}" with "." and "." is "..", and a value ending in "%"
+		// before literal "2e" decodes, twice, to ".". A single piece was
+		// checked whole above, and escaping does not change what it
+		// decodes to.
+		if len(pieces) > 1 {
+			if d, reason := decode(b.String()[start:]); reason != "" {
+				return "", invalid("%s", reason)
+			} else if isDot(d) {
+				return "", invalid("contains a dot segment")
+			}
 		}
-		if i > 0 {
-			b.WriteByte('/')
-		}
-		b.WriteString(out.String())
 	}
 	return b.String(), unused(t.PathParams, used)
 }
@@ -367,13 +369,22 @@ func validPercent(s string) bool {
 
 // escapeLiteral percent-encodes the bytes of escaped path text that may not
 // appear raw in a path segment (RFC 3986 pchar), keeping %XX escapes.
+// Most text needs no escaping and is returned as it is, without copying.
 func escapeLiteral(s string) string {
 	const upper = "0123456789ABCDEF"
+	i := 0
+	for i < len(s) && pathChar(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
 	var b strings.Builder
-	for i := 0; i < len(s); i++ {
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:i])
+	for ; i < len(s); i++ {
 		c := s[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			strings.IndexByte("-._~!$&'()*+,;=:@%", c) >= 0 {
+		if pathChar(c) {
 			b.WriteByte(c)
 			continue
 		}
@@ -382,6 +393,13 @@ func escapeLiteral(s string) string {
 		b.WriteByte(upper[c&15])
 	}
 	return b.String()
+}
+
+// pathChar reports whether c may appear raw in escaped path text: an RFC
+// 3986 pchar, or the '%' of an escape.
+func pathChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		strings.IndexByte("-._~!$&'()*+,;=:@%", c) >= 0
 }
 
 func isHex(c byte) bool {

@@ -54,12 +54,7 @@ func (p *Proxy) Test(ctx context.Context, c *connections.Connection) TestOutcome
 
 	req := (&http.Request{Method: method, URL: target, Host: target.Host, Header: http.Header{},
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}).WithContext(ctx)
-	req.Header["User-Agent"] = []string{userAgent}
-	for k, v := range c.Headers {
-		if !forbidden(k) {
-			req.Header.Set(k, v)
-		}
-	}
+	setStatic(req.Header, c)
 	if p.Credentials != nil {
 		if _, err := p.Credentials.Apply(ctx, c, req); err != nil {
 			// Credentials' errors are safe to show.

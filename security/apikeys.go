@@ -239,8 +239,10 @@ func (s *KeyStore) SetAdminToken(token string) error {
 	return nil
 }
 
-func hashKey(key string) string {
-	h := sha256.Sum256([]byte(key))
+// sha256Hex is the hex SHA-256 of s: API keys and consent states are
+// stored only as this.
+func sha256Hex(s string) string {
+	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
 }
 
@@ -268,7 +270,7 @@ func (s *KeyStore) Create(ctx context.Context, nk NewKey) (*APIKey, string, erro
 	}
 	row := keyRow{ID: "key_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(idBytes)),
 		Name: nk.Name, Role: string(nk.Role), Connections: patternsJSON(patterns),
-		Hash: hashKey(secret), Prefix: secret[:len(KeyPrefix)+6], CreatedAt: now, CreatedBy: nk.CreatedBy,
+		Hash: sha256Hex(secret), Prefix: secret[:len(KeyPrefix)+6], CreatedAt: now, CreatedBy: nk.CreatedBy,
 		ExpiresAt: utcPtr(nk.ExpiresAt)}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
 		return nil, "", fmt.Errorf("create API key: %w", connections.Translate(err))
@@ -317,7 +319,7 @@ func (s *KeyStore) Revoke(ctx context.Context, id string) (*APIKey, error) {
 }
 
 // Forget drops the key with id from the cache (after a change made by
-// another process).
+// another process); id "" drops every cached key.
 func (s *KeyStore) Forget(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -16,51 +16,56 @@ import (
 	"github.com/connmgr/connmgr/connections/connectionstest"
 )
 
-func TestKeyStoreCreate(t *testing.T) {
-	for _, engine := range connectionstest.Engines(t) {
-		t.Run(string(engine), func(t *testing.T) {
-			db := connectionstest.Open(t, engine)
-			ks := NewKeyStore(db.DB)
-			ctx := context.Background()
-			k, secret, err := ks.Create(ctx, NewKey{Name: "ci", Role: RoleDeveloper, CreatedBy: "admin"})
-			if err != nil {
-				t.Fatalf("Create: %v", err)
-			}
-			if !strings.HasPrefix(secret, KeyPrefix) {
-				t.Errorf("key %q does not start with %q", secret[:8], KeyPrefix)
-			}
-			random, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(secret, KeyPrefix))
-			if err != nil || len(random) < 32 {
-				t.Errorf("key holds %d random bytes (%v), want at least 32", len(random), err)
-			}
-			if k.Prefix == "" || !strings.HasPrefix(secret, k.Prefix) || len(k.Prefix) >= len(secret)/2 {
-				t.Errorf("Prefix = %q, want a short start of the key", k.Prefix)
-			}
-			if k.ID == "" || k.Name != "ci" || k.Role != RoleDeveloper || k.CreatedBy != "admin" || k.CreatedAt.IsZero() {
-				t.Errorf("Create returned %+v", k)
-			}
-			_, other, err := ks.Create(ctx, NewKey{Name: "ci", Role: RoleDeveloper})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if other == secret {
-				t.Errorf("two keys are equal")
-			}
+// forKeyStore runs f as a subtest on every engine under test, with a key
+// store on a fresh database.
+func forKeyStore(t *testing.T, f func(t *testing.T, db *connections.DB, ks *KeyStore)) {
+	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
+		db := connectionstest.Open(t, engine)
+		f(t, db, NewKeyStore(db.DB))
+	})
+}
 
-			sum := sha256.Sum256([]byte(secret))
-			values := connectionstest.TableText(t, db.DB, "api_keys")
-			foundHash := false
-			for _, v := range values {
-				if strings.Contains(v, strings.TrimPrefix(secret, KeyPrefix)) {
-					t.Errorf("api_keys holds the key: %q", v)
-				}
-				foundHash = foundHash || v == hex.EncodeToString(sum[:])
+func TestKeyStoreCreate(t *testing.T) {
+	forKeyStore(t, func(t *testing.T, db *connections.DB, ks *KeyStore) {
+		ctx := context.Background()
+		k, secret, err := ks.Create(ctx, NewKey{Name: "ci", Role: RoleDeveloper, CreatedBy: "admin"})
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if !strings.HasPrefix(secret, KeyPrefix) {
+			t.Errorf("key %q does not start with %q", secret[:8], KeyPrefix)
+		}
+		random, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(secret, KeyPrefix))
+		if err != nil || len(random) < 32 {
+			t.Errorf("key holds %d random bytes (%v), want at least 32", len(random), err)
+		}
+		if k.Prefix == "" || !strings.HasPrefix(secret, k.Prefix) || len(k.Prefix) >= len(secret)/2 {
+			t.Errorf("Prefix = %q, want a short start of the key", k.Prefix)
+		}
+		if k.ID == "" || k.Name != "ci" || k.Role != RoleDeveloper || k.CreatedBy != "admin" || k.CreatedAt.IsZero() {
+			t.Errorf("Create returned %+v", k)
+		}
+		_, other, err := ks.Create(ctx, NewKey{Name: "ci", Role: RoleDeveloper})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other == secret {
+			t.Errorf("two keys are equal")
+		}
+
+		sum := sha256.Sum256([]byte(secret))
+		values := connectionstest.TableText(t, db.DB, "api_keys")
+		foundHash := false
+		for _, v := range values {
+			if strings.Contains(v, strings.TrimPrefix(secret, KeyPrefix)) {
+				t.Errorf("api_keys holds the key: %q", v)
 			}
-			if !foundHash {
-				t.Errorf("api_keys does not hold the SHA-256 of the key")
-			}
-		})
-	}
+			foundHash = foundHash || v == hex.EncodeToString(sum[:])
+		}
+		if !foundHash {
+			t.Errorf("api_keys does not hold the SHA-256 of the key")
+		}
+	})
 }
 
 func TestNewKeyValidate(t *testing.T) {
@@ -95,103 +100,91 @@ func TestNewKeyValidate(t *testing.T) {
 }
 
 func TestKeyStoreAuthenticate(t *testing.T) {
-	for _, engine := range connectionstest.Engines(t) {
-		t.Run(string(engine), func(t *testing.T) {
-			db := connectionstest.Open(t, engine)
-			ks := NewKeyStore(db.DB)
-			ctx := context.Background()
-			k, secret, err := ks.Create(ctx, NewKey{Name: "orders", Role: RoleInvoker, Connections: []string{"Conn_*"}})
-			if err != nil {
-				t.Fatal(err)
+	forKeyStore(t, func(t *testing.T, db *connections.DB, ks *KeyStore) {
+		ctx := context.Background()
+		k, secret, err := ks.Create(ctx, NewKey{Name: "orders", Role: RoleInvoker, Connections: []string{"Conn_*"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ks.Authenticate(ctx, secret)
+		if err != nil || got.ID != k.ID || got.Role != RoleInvoker || len(got.Connections) != 1 {
+			t.Fatalf("Authenticate(key) = %+v, %v, want %+v", got, err, k)
+		}
+		for _, bad := range []string{"", secret + "x", secret[:len(secret)-1], strings.TrimPrefix(secret, KeyPrefix), strings.Repeat("a", 300)} {
+			if got, err := ks.Authenticate(ctx, bad); !errors.Is(err, ErrUnauthenticated) {
+				t.Errorf("Authenticate(%.12q...) = %v, %v, want ErrUnauthenticated", bad, got, err)
 			}
-			got, err := ks.Authenticate(ctx, secret)
-			if err != nil || got.ID != k.ID || got.Role != RoleInvoker || len(got.Connections) != 1 {
-				t.Fatalf("Authenticate(key) = %+v, %v, want %+v", got, err, k)
-			}
-			for _, bad := range []string{"", secret + "x", secret[:len(secret)-1], strings.TrimPrefix(secret, KeyPrefix), strings.Repeat("a", 300)} {
-				if got, err := ks.Authenticate(ctx, bad); !errors.Is(err, ErrUnauthenticated) {
-					t.Errorf("Authenticate(%.12q...) = %v, %v, want ErrUnauthenticated", bad, got, err)
-				}
-			}
+		}
 
-			// Cached: the row is gone, the key still works until Forget.
-			if err := db.Exec("DELETE FROM api_keys WHERE id = ?", k.ID).Error; err != nil {
-				t.Fatal(err)
-			}
-			if _, err := ks.Authenticate(ctx, secret); err != nil {
-				t.Errorf("Authenticate(cached key) = %v, want success without the database", err)
-			}
-			ks.Forget(k.ID)
-			if _, err := ks.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
-				t.Errorf("Authenticate after Forget = %v, want ErrUnauthenticated", err)
-			}
-		})
-	}
+		// Cached: the row is gone, the key still works until Forget.
+		if err := db.Exec("DELETE FROM api_keys WHERE id = ?", k.ID).Error; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ks.Authenticate(ctx, secret); err != nil {
+			t.Errorf("Authenticate(cached key) = %v, want success without the database", err)
+		}
+		ks.Forget(k.ID)
+		if _, err := ks.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("Authenticate after Forget = %v, want ErrUnauthenticated", err)
+		}
+	})
 }
 
 func TestKeyStoreRevoke(t *testing.T) {
-	for _, engine := range connectionstest.Engines(t) {
-		t.Run(string(engine), func(t *testing.T) {
-			db := connectionstest.Open(t, engine)
-			ks := NewKeyStore(db.DB)
-			ctx := context.Background()
-			k, secret, err := ks.Create(ctx, NewKey{Name: "ci", Role: RoleAdmin})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := ks.Authenticate(ctx, secret); err != nil { // now cached
-				t.Fatal(err)
-			}
-			revoked, err := ks.Revoke(ctx, k.ID)
-			if err != nil || revoked.ID != k.ID || revoked.RevokedAt == nil {
-				t.Fatalf("Revoke(%q) = %+v, %v", k.ID, revoked, err)
-			}
-			if _, err := ks.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
-				t.Errorf("Authenticate(revoked key) = %v, want ErrUnauthenticated", err)
-			}
-			if _, err := ks.Revoke(ctx, k.ID); !errors.Is(err, ErrKeyNotFound) {
-				t.Errorf("Revoke(%q) again = %v, want ErrKeyNotFound", k.ID, err)
-			}
-			if keys, err := ks.List(ctx); err != nil || len(keys) != 0 {
-				t.Errorf("List() = %d keys, %v, want none", len(keys), err)
-			}
-		})
-	}
+	forKeyStore(t, func(t *testing.T, _ *connections.DB, ks *KeyStore) {
+		ctx := context.Background()
+		k, secret, err := ks.Create(ctx, NewKey{Name: "ci", Role: RoleAdmin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ks.Authenticate(ctx, secret); err != nil { // now cached
+			t.Fatal(err)
+		}
+		revoked, err := ks.Revoke(ctx, k.ID)
+		if err != nil || revoked.ID != k.ID || revoked.RevokedAt == nil {
+			t.Fatalf("Revoke(%q) = %+v, %v", k.ID, revoked, err)
+		}
+		if _, err := ks.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("Authenticate(revoked key) = %v, want ErrUnauthenticated", err)
+		}
+		if _, err := ks.Revoke(ctx, k.ID); !errors.Is(err, ErrKeyNotFound) {
+			t.Errorf("Revoke(%q) again = %v, want ErrKeyNotFound", k.ID, err)
+		}
+		if keys, err := ks.List(ctx); err != nil || len(keys) != 0 {
+			t.Errorf("List() = %d keys, %v, want none", len(keys), err)
+		}
+	})
 }
 
 func TestKeyStoreExpiry(t *testing.T) {
-	for _, engine := range connectionstest.Engines(t) {
-		t.Run(string(engine), func(t *testing.T) {
-			db := connectionstest.Open(t, engine)
-			ks := NewKeyStore(db.DB)
-			ctx := context.Background()
-			now := time.Now()
-			ks.Now = func() time.Time { return now }
-			expires := now.Add(time.Hour)
-			_, secret, err := ks.Create(ctx, NewKey{Name: "temp", Role: RoleViewer, ExpiresAt: &expires})
-			if err != nil {
-				t.Fatal(err)
-			}
-			tests := []struct {
-				name string
-				now  time.Time
-				ok   bool
-			}{
-				{name: "before expiry", now: now.Add(59 * time.Minute), ok: true},
-				{name: "at expiry", now: expires, ok: false},
-				{name: "after expiry", now: now.Add(2 * time.Hour), ok: false},
-			}
-			for _, tt := range tests {
-				t.Run(tt.name, func(t *testing.T) {
-					ks.Now = func() time.Time { return tt.now }
-					_, err := ks.Authenticate(ctx, secret)
-					if (err == nil) != tt.ok {
-						t.Errorf("Authenticate at %v = %v, want ok=%v", tt.now.Sub(now), err, tt.ok)
-					}
-				})
-			}
-		})
-	}
+	forKeyStore(t, func(t *testing.T, _ *connections.DB, ks *KeyStore) {
+		ctx := context.Background()
+		now := time.Now()
+		ks.Now = func() time.Time { return now }
+		expires := now.Add(time.Hour)
+		_, secret, err := ks.Create(ctx, NewKey{Name: "temp", Role: RoleViewer, ExpiresAt: &expires})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			name string
+			now  time.Time
+			ok   bool
+		}{
+			{name: "before expiry", now: now.Add(59 * time.Minute), ok: true},
+			{name: "at expiry", now: expires, ok: false},
+			{name: "after expiry", now: now.Add(2 * time.Hour), ok: false},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				ks.Now = func() time.Time { return tt.now }
+				_, err := ks.Authenticate(ctx, secret)
+				if (err == nil) != tt.ok {
+					t.Errorf("Authenticate at %v = %v, want ok=%v", tt.now.Sub(now), err, tt.ok)
+				}
+			})
+		}
+	})
 }
 
 func TestSetAdminToken(t *testing.T) {
@@ -222,46 +215,42 @@ func TestSetAdminToken(t *testing.T) {
 }
 
 func TestBootstrap(t *testing.T) {
-	for _, engine := range connectionstest.Engines(t) {
-		t.Run(string(engine), func(t *testing.T) {
-			db := connectionstest.Open(t, engine)
-			ks := NewKeyStore(db.DB)
-			ctx := context.Background()
-			dir := filepath.Join(t.TempDir(), "data")
-			path := filepath.Join(dir, "admin.token")
-			created, err := ks.Bootstrap(ctx, path)
-			if err != nil || !created {
-				t.Fatalf("Bootstrap(empty store) = %v, %v, want created", created, err)
-			}
-			fi, err := os.Stat(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if mode := fi.Mode().Perm(); mode != 0o600 {
-				t.Errorf("token file mode = %v, want 0600", mode)
-			}
-			b, _ := os.ReadFile(path)
-			k, err := ks.Authenticate(ctx, strings.TrimSpace(string(b)))
-			if err != nil || k.Role != RoleAdmin || k.Name != BootstrapAdminName {
-				t.Errorf("Authenticate(token file) = %+v, %v, want the bootstrap admin", k, err)
-			}
+	forKeyStore(t, func(t *testing.T, _ *connections.DB, ks *KeyStore) {
+		ctx := context.Background()
+		dir := filepath.Join(t.TempDir(), "data")
+		path := filepath.Join(dir, "admin.token")
+		created, err := ks.Bootstrap(ctx, path)
+		if err != nil || !created {
+			t.Fatalf("Bootstrap(empty store) = %v, %v, want created", created, err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mode := fi.Mode().Perm(); mode != 0o600 {
+			t.Errorf("token file mode = %v, want 0600", mode)
+		}
+		b, _ := os.ReadFile(path)
+		k, err := ks.Authenticate(ctx, strings.TrimSpace(string(b)))
+		if err != nil || k.Role != RoleAdmin || k.Name != BootstrapAdminName {
+			t.Errorf("Authenticate(token file) = %+v, %v, want the bootstrap admin", k, err)
+		}
 
-			created, err = ks.Bootstrap(ctx, path)
-			if err != nil || created {
-				t.Errorf("second Bootstrap = %v, %v, want nothing created", created, err)
-			}
-			if again, _ := os.ReadFile(path); string(again) != string(b) {
-				t.Errorf("second Bootstrap rewrote the token file")
-			}
-			if keys, err := ks.List(ctx); err != nil || len(keys) != 1 {
-				t.Errorf("List() = %d keys, %v, want 1", len(keys), err)
-			}
-			entries, _ := os.ReadDir(dir)
-			if len(entries) != 1 {
-				t.Errorf("data directory holds %d files, want only admin.token", len(entries))
-			}
-		})
-	}
+		created, err = ks.Bootstrap(ctx, path)
+		if err != nil || created {
+			t.Errorf("second Bootstrap = %v, %v, want nothing created", created, err)
+		}
+		if again, _ := os.ReadFile(path); string(again) != string(b) {
+			t.Errorf("second Bootstrap rewrote the token file")
+		}
+		if keys, err := ks.List(ctx); err != nil || len(keys) != 1 {
+			t.Errorf("List() = %d keys, %v, want 1", len(keys), err)
+		}
+		entries, _ := os.ReadDir(dir)
+		if len(entries) != 1 {
+			t.Errorf("data directory holds %d files, want only admin.token", len(entries))
+		}
+	})
 }
 
 func TestMatchPattern(t *testing.T) {

@@ -546,20 +546,6 @@ func authorize(t testing.TB, authURL, callback string) url.Values {
 // A connmgr process stand-in: database, key ring, connection store and
 // service, and a Manager with the egress-guarded client.
 
-// testKeyRing is one key ring for all the "processes" of a test.
-func testKeyRing(t testing.TB) *KeyRing {
-	t.Helper()
-	spec, err := GenerateKeySpec("t1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ring, err := ParseKeyRing(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ring
-}
-
 // GuardedClient returns package invoke's egress-guarded HTTP client, the
 // one connmgr gives the Manager, with the CIDRs in allow allowed (the
 // syntax of CONNMGR_EGRESS_ALLOW). invoke imports this package, so only
@@ -585,19 +571,18 @@ func loopbackClient(t testing.TB, timeout time.Duration) *http.Client {
 // tokenEnv is one database with the Managers ("processes") on it, a shared
 // test clock, and captured logs and metrics.
 type tokenEnv struct {
-	t      *testing.T
-	engine connectionstest.Engine
-	db     *connections.DB
-	dbURL  string // PostgreSQL URL, "" for SQLite
-	dir    string // SQLite data directory
-	ring   *KeyRing
-	store  *connections.GormStore
-	svc    *connections.Service
-	clock  *testClock
-	logs   *lockedBuffer
-	log    *slog.Logger
-	m      *Manager
-	reg    *prometheus.Registry
+	t     *testing.T
+	db    *connections.DB
+	dbURL string // PostgreSQL URL, "" for SQLite
+	dir   string // SQLite data directory
+	ring  *KeyRing
+	store *connections.GormStore
+	svc   *connections.Service
+	clock *testClock
+	logs  *lockedBuffer
+	log   *slog.Logger
+	m     *Manager
+	reg   *prometheus.Registry
 
 	seen *seen // shared by the copies at
 }
@@ -624,7 +609,8 @@ func (e *tokenEnv) at(t *testing.T) *tokenEnv {
 func newTokenEnv(t *testing.T, engine connectionstest.Engine, opts ...func(*ManagerConfig)) *tokenEnv {
 	t.Helper()
 	db, where := connectionstest.OpenURL(t, engine)
-	e := &tokenEnv{t: t, engine: engine, db: db, ring: testKeyRing(t), clock: newTestClock(), logs: &lockedBuffer{},
+	ring, _ := newRing(t, "t1") // one key ring for all the "processes" of the env
+	e := &tokenEnv{t: t, db: db, ring: ring, clock: newTestClock(), logs: &lockedBuffer{},
 		seen: &seen{}}
 	if engine == connectionstest.Postgres {
 		e.dbURL = where
@@ -825,6 +811,14 @@ func authorizationCode(name, authURL, tokenURL, clientID, clientSecret string) *
 		Security: connections.Security{Policy: connections.PolicyAuthorizationCode, AuthorizationURL: authURL,
 			TokenURL: tokenURL, ClientID: clientID, ClientSecret: connections.NewSecret(clientSecret),
 			Scopes: []string{"orders.read"}}}
+}
+
+// waitFor polls cond until it holds or d has passed.
+func waitFor(d time.Duration, cond func() bool) {
+	deadline := time.Now().Add(d)
+	for !cond() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // forEngine runs f as a subtest on every engine under test.

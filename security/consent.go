@@ -2,8 +2,6 @@ package security
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -47,11 +45,6 @@ func (stateRow) TableName() string { return "oauth_states" }
 
 func stateAD(hash string) []byte { return []byte("connmgr/oauth_state/" + hash) }
 
-func hashState(state string) string {
-	h := sha256.Sum256([]byte(state))
-	return hex.EncodeToString(h[:])
-}
-
 // Consent runs the authorization-code consent flow: Start makes a
 // single-use state with a PKCE S256 verifier, stored server-side (only the
 // state's hash, the verifier encrypted); Complete checks the callback and
@@ -74,10 +67,10 @@ func (k *Consent) Start(ctx context.Context, c *connections.Connection, actor st
 	if c.Security.Policy != connections.PolicyAuthorizationCode {
 		return "", ErrNotAuthorizationCode
 	}
-	now := k.m.now().UTC()
+	now := k.m.now()
 	state := randomString(32) // 256 bits
 	verifier := oauth2.GenerateVerifier()
-	hash := hashState(state)
+	hash := sha256Hex(state)
 	ct, err := k.sealer.Seal([]byte(verifier), stateAD(hash))
 	if err != nil {
 		return "", err
@@ -118,8 +111,8 @@ func (k *Consent) Complete(ctx context.Context, q url.Values) (*connections.Conn
 	if state == "" || len(state) > 512 {
 		return nil, ErrInvalidState
 	}
-	hash := hashState(state)
-	now := k.m.now().UTC()
+	hash := sha256Hex(state)
+	now := k.m.now()
 	var row stateRow
 	err := k.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		res := tx.Model(&stateRow{}).Where("state_hash = ? AND used_at IS NULL AND expires_at > ?", hash, now).

@@ -108,7 +108,7 @@ func TestConsentFlow(t *testing.T) {
 		}
 		// Stored: the state's hash and the verifier, encrypted.
 		var row stateRow
-		if err := e.db.Where("state_hash = ?", hashState(state)).Take(&row).Error; err != nil {
+		if err := e.db.Where("state_hash = ?", sha256Hex(state)).Take(&row).Error; err != nil {
 			t.Fatalf("no stored state for the authorization URL's state: %v", err)
 		}
 		verifier, err := e.ring.Open(row.Verifier, stateAD(row.StateHash))
@@ -194,7 +194,6 @@ func TestConsentRefused(t *testing.T) {
 		other := e.conn("Conn_Issuer_Other", "https://issuer.other.example")
 		tests := []struct {
 			name     string
-			conn     *connections.Connection
 			callback func(t *testing.T, e *consentEnv) url.Values
 			want     error
 		}{

@@ -101,16 +101,15 @@ func NewManager(cfg ManagerConfig) *Manager {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	m := &Manager{store: &tokenStore{db: cfg.DB, sealer: cfg.Sealer}, conns: cfg.Connections, status: cfg.Status, onFail: cfg.OnFailure,
-		now: cfg.Now, owner: hex.EncodeToString(b), log: cfg.Logger, conc: cfg.Concurrency,
-		cache: map[int64]*cachedToken{}}
-	if now := m.now; now != nil {
-		// UTC: SQLite compares timestamps as text, which orders only times
-		// written with the same offset (a DST change or another TZ would
-		// make an expired lease look held).
-		m.now = func() time.Time { return now().UTC() }
-	} else {
-		m.now = func() time.Time { return time.Now().UTC() }
+		owner: hex.EncodeToString(b), log: cfg.Logger, conc: cfg.Concurrency, cache: map[int64]*cachedToken{}}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
 	}
+	// UTC: SQLite compares timestamps as text, which orders only times
+	// written with the same offset (a DST change or another TZ would make
+	// an expired lease look held).
+	m.now = func() time.Time { return now().UTC() }
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -265,8 +264,8 @@ func (m *Manager) settled(c *connections.Connection, st *tokenState, md mode, se
 }
 
 func (m *Manager) blockedError(c *connections.Connection, st *tokenState) error {
-	// The stored failure decides, not c.Status: c may be a copy read before
-	// the refresh failed (the invoke path caches connections).
+	// The stored failure counts as well as c.Status: c may be a copy read
+	// before the refresh failed (the invoke path caches connections).
 	needsConsent := c.Status == connections.StatusNeedsConsent || st.LastError == "invalid_grant"
 	if c.Security.Policy == connections.PolicyAuthorizationCode && needsConsent || st.LastError == "" {
 		return fmt.Errorf("%w: %w", ErrNeedsConsent, &TokenError{Reason: "consent is needed", Permanent: true})
@@ -333,8 +332,8 @@ func (m *Manager) request(ctx context.Context, c *connections.Connection, st *to
 // automatic refresh; transient ones back off exponentially with jitter,
 // honouring Retry-After.
 func (m *Manager) failed(ctx context.Context, c *connections.Connection, st *tokenState, owner string, err error) error {
-	te := classify(err, m.now())
 	now := m.now()
+	te := classify(err, now)
 	failures := st.Failures + 1
 	var next *time.Time
 	status, outcome := connections.StatusError, "transient_error"

@@ -781,10 +781,7 @@ func TestSlowProcessLosesToNewerToken(t *testing.T) {
 				wait, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 				_, err := slow.Token(wait, c)
 				cancel()
-				deadline := time.Now().Add(5 * time.Second)
-				for !ts.busy() && time.Now().Before(deadline) {
-					time.Sleep(10 * time.Millisecond)
-				}
+				waitFor(5*time.Second, ts.busy)
 				if err == nil || !ts.busy() {
 					t.Fatalf("slow Token() = %v, endpoint busy %v; want it hanging in the token request", err, ts.busy())
 				}
@@ -811,10 +808,7 @@ func TestSlowProcessLosesToNewerToken(t *testing.T) {
 				if !got.AccessToken.Equal(newer.AccessToken) {
 					t.Errorf("slow process returned its own late token, want the newer one")
 				}
-				deadline = time.Now().Add(3 * time.Second)
-				for ts.count() < 2 && time.Now().Before(deadline) {
-					time.Sleep(10 * time.Millisecond)
-				}
+				waitFor(3*time.Second, func() bool { return ts.count() >= 2 })
 				st := e.stored(c)
 				if st.Version != 1 || !st.Token.AccessToken.Equal(newer.AccessToken) {
 					t.Errorf("stored token version %d (newer one: %v), want version 1 holding the newer token",
@@ -849,10 +843,7 @@ func TestOneRefreshPerProcess(t *testing.T) {
 
 		var wg sync.WaitGroup
 		wg.Go(func() { e.m.RefreshDue(ctx) })
-		deadline := time.Now().Add(5 * time.Second)
-		for !ts.busy() && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitFor(5*time.Second, ts.busy)
 		results := make(chan error, 2)
 		wg.Go(func() {
 			_, err := e.m.Token(ctx, c)

@@ -19,10 +19,7 @@ func TestScheduler(t *testing.T) {
 	if err != nil {
 		t.Fatalf("StartScheduler: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for ts.count() == 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(5*time.Second, func() bool { return ts.count() > 0 })
 	if got := ts.count(); got != 1 {
 		t.Errorf("token requests within 5s of starting the scheduler = %d, want 1", got)
 	}
@@ -62,10 +59,7 @@ func TestSchedulerStopFinishesARefresh(t *testing.T) {
 	if err != nil {
 		t.Fatalf("StartScheduler: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !ts.busy() && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(5*time.Second, ts.busy)
 	if !ts.busy() {
 		close(hold)
 		s.Stop()

@@ -44,14 +44,12 @@ func (tokenRow) TableName() string { return "tokens" }
 
 // tokenState is a connection's stored token with its refresh bookkeeping.
 type tokenState struct {
-	ConnectionID int64
-	Token        *Token // nil when none is stored
-	Version      int64
-	LeaseOwner   string
-	LeaseUntil   time.Time
-	LastError    string
-	Failures     int
-	NextAttempt  time.Time
+	Token       *Token // nil when none is stored
+	Version     int64
+	LeaseOwner  string
+	LastError   string
+	Failures    int
+	NextAttempt time.Time
 	// Blocked stops automatic refresh after a permanent failure.
 	Blocked bool
 }
@@ -68,7 +66,7 @@ func (s *tokenStore) load(ctx context.Context, id int64) (*tokenState, error) {
 	var row tokenRow
 	err := s.db.WithContext(ctx).Where("connection_id = ?", id).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return &tokenState{ConnectionID: id}, nil
+		return &tokenState{}, nil
 	}
 	if err != nil {
 		return nil, connections.Translate(err)
@@ -77,11 +75,8 @@ func (s *tokenStore) load(ctx context.Context, id int64) (*tokenState, error) {
 }
 
 func (s *tokenStore) state(row *tokenRow) (*tokenState, error) {
-	st := &tokenState{ConnectionID: row.ConnectionID, Version: row.Version, LeaseOwner: row.LeaseOwner,
-		LastError: row.LastError, Failures: row.Failures, Blocked: row.Blocked}
-	if row.LeaseUntil != nil {
-		st.LeaseUntil = row.LeaseUntil.UTC()
-	}
+	st := &tokenState{Version: row.Version, LeaseOwner: row.LeaseOwner, LastError: row.LastError,
+		Failures: row.Failures, Blocked: row.Blocked}
 	if row.NextAttemptAt != nil {
 		st.NextAttempt = row.NextAttemptAt.UTC()
 	}
@@ -214,7 +209,7 @@ func (s *tokenStore) dropAccess(ctx context.Context, id, v int64, now time.Time)
 func (s *tokenStore) due(ctx context.Context) ([]tokenRow, error) {
 	var rows []tokenRow
 	err := s.db.WithContext(ctx).Select("connection_id", "obtained_at", "expires_at", "version", "lease_owner",
-		"lease_until", "next_attempt_at", "failures").
+		"lease_until", "next_attempt_at").
 		Where("blocked = ? AND expires_at IS NOT NULL", false).Find(&rows).Error
 	return rows, connections.Translate(err)
 }

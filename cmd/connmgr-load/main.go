@@ -70,7 +70,10 @@ func run(duration time.Duration, concurrency, payload int) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin)
-	cmd.Env = append(os.Environ(), "CONNMGR_ADDR=127.0.0.1:0", "CONNMGR_DATA_DIR="+dir, "CONNMGR_ADMIN_TOKEN="+admin,
+	// The caller's CONNMGR_* settings (a CONNMGR_DATABASE_URL above all) must
+	// not point the measured process at a real database.
+	environ := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "CONNMGR_") })
+	cmd.Env = append(environ, "CONNMGR_ADDR=127.0.0.1:0", "CONNMGR_DATA_DIR="+dir, "CONNMGR_ADMIN_TOKEN="+admin,
 		"CONNMGR_EGRESS_ALLOW=127.0.0.0/8", "CONNMGR_LOG_LEVEL=info")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {

@@ -11,16 +11,18 @@ import (
 	"strings"
 
 	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/migrations"
 	"github.com/connmgr/connmgr/security"
 )
 
 // app holds what every subcommand opens: configuration, logger, database
 // (migrated) and key ring.
 type app struct {
-	cfg  *config
-	log  *slog.Logger
-	db   *connections.DB
-	ring *security.KeyRing
+	cfg    *config
+	log    *slog.Logger
+	db     *connections.DB
+	schema migrations.Result // what opening the database migrated
+	ring   *security.KeyRing
 }
 
 func openApp(ctx context.Context, name string, args []string, getenv func(string) string, stderr *os.File) (*app, error) {
@@ -51,7 +53,7 @@ func openApp(ctx context.Context, name string, args []string, getenv func(string
 	if len(res.Applied) > 0 {
 		log.Info("database migrated", "engine", string(db.Dialect), "applied", res.Applied, "version", res.Current)
 	}
-	return &app{cfg: cfg, log: log, db: db, ring: ring}, nil
+	return &app{cfg: cfg, log: log, db: db, schema: res, ring: ring}, nil
 }
 
 func loadKeyRing(cfg *config, log *slog.Logger) (*security.KeyRing, error) {
@@ -81,8 +83,7 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	defer a.db.Close()
-	latest, _ := a.db.Migrate(ctx) // already applied by openApp; reports the version
-	fmt.Fprintf(stdout, "database schema at version %d (%s)\n", latest.Current, a.db.Dialect)
+	fmt.Fprintf(stdout, "database schema at version %d (%s)\n", a.schema.Current, a.db.Dialect)
 	return nil
 }
 
@@ -108,6 +109,14 @@ func rotateKeys(ctx context.Context, args []string, getenv func(string) string, 
 type resealer struct {
 	what   string
 	reseal func(ctx context.Context, stale func([]byte) bool) (int, error)
+}
+
+// resealers lists every store of sealed secrets that keys rotate goes through.
+func resealers(a *app) []resealer {
+	conns := connections.NewGormStore(a.db.DB, a.ring)
+	tokens := security.NewManager(security.ManagerConfig{DB: a.db.DB, Sealer: a.ring, Connections: conns})
+	consent := security.NewConsent(a.db.DB, a.ring, tokens, "")
+	return []resealer{{"connection secrets", conns.Reseal}, {"tokens", tokens.Reseal}, {"pending consents", consent.Reseal}}
 }
 
 func generateKey(args []string, stdout io.Writer, stderr io.Writer) error {

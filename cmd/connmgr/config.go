@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -28,7 +29,7 @@ type config struct {
 	EncryptionKeys  string
 	AdminToken      string
 	PublicURL       string
-	EgressAllow     string
+	EgressAllow     []netip.Prefix
 	RefreshSchedule string
 	DefaultTokenTTL time.Duration
 	MaxBody         int64
@@ -91,7 +92,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	cfg := &config{Addr: raw.addr, DataDir: raw.dataDir, DatabaseURL: raw.dbURL, EncryptionKeys: raw.keys,
-		AdminToken: raw.admin, EgressAllow: raw.egress, RefreshSchedule: raw.schedule,
+		AdminToken: raw.admin, RefreshSchedule: raw.schedule,
 		WebhookURL: raw.webhookURL, WebhookSecret: raw.webhookSecret}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, &configError{"CONNMGR_ADDR", fmt.Sprintf("want host:port, got %q", cfg.Addr)}
@@ -113,10 +114,12 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if u, err := url.Parse(cfg.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, &configError{"CONNMGR_PUBLIC_URL", fmt.Sprintf("want an absolute http(s) URL, got %q", raw.public)}
 	}
-	if _, err := invoke.ParseAllow(cfg.EgressAllow); err != nil {
+	allow, err := invoke.ParseAllow(raw.egress)
+	if err != nil {
 		// ParseAllow's errors already name the variable.
 		return nil, &configError{"CONNMGR_EGRESS_ALLOW", strings.TrimPrefix(err.Error(), "CONNMGR_EGRESS_ALLOW: ")}
 	}
+	cfg.EgressAllow = allow
 	if _, err := cron.ParseStandard(cfg.RefreshSchedule); err != nil {
 		return nil, &configError{"CONNMGR_REFRESH_SCHEDULE", fmt.Sprintf("not a cron spec: %v", err)}
 	}

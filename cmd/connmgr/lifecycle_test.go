@@ -55,8 +55,10 @@ func TestDefaultStart(t *testing.T) {
 	if r := first.do(t, "GET", "/api/v1/connections", "", nil); !r.isProblem(http.StatusUnauthorized, "unauthorized") {
 		t.Fatalf("GET /api/v1/connections without a key = %s, want 401 unauthorized", r)
 	}
-	if log := first.logs.String(); !strings.Contains(log, tokenPath) {
-		t.Errorf("the log does not name %s:\n%s", tokenPath, log)
+	for _, path := range []string{keyPath, tokenPath} {
+		if log := first.logs.String(); !strings.Contains(log, path) {
+			t.Errorf("the log does not name %s:\n%s", path, log)
+		}
 	}
 	checkDocsURL(t, first)
 

@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case "version":
 		fmt.Fprintln(stdout, "connmgr", buildVersion())
 		return nil
-	case "help", "-h", "--help":
+	case "help": // "-h" and "--help" are flags of serve, which lists them
 		fmt.Fprintln(stdout, "usage: connmgr [serve|migrate|keys rotate|keys generate|version] [flags]; connmgr serve -h lists the flags")
 		return nil
 	}

@@ -370,24 +370,18 @@ func TestDatabaseOutage(t *testing.T) {
 // and started after since.
 func listeners(t testing.TB, dbURL string, since time.Time) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-		WHERE datname = current_database() AND query ILIKE 'LISTEN %' AND backend_start > $1`, since).Scan(&n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return countSessions(t, dbURL, "query ILIKE 'LISTEN %' AND backend_start > $1", since)
 }
 
 // sessions counts the other sessions on the database of dbURL.
 func sessions(t testing.TB, dbURL string) int {
+	t.Helper()
+	return countSessions(t, dbURL, "pid <> pg_backend_pid()")
+}
+
+// countSessions counts the sessions in pg_stat_activity on the database of
+// dbURL that also meet cond (with args).
+func countSessions(t testing.TB, dbURL, cond string, args ...any) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -397,8 +391,8 @@ func sessions(t testing.TB, dbURL string) int {
 	}
 	defer conn.Close(ctx)
 	var n int
-	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&n)
+	err = conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "+cond,
+		args...).Scan(&n)
 	if err != nil {
 		t.Fatal(err)
 	}

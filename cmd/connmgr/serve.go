@@ -29,13 +29,6 @@ const tokenRequestTimeout = 15 * time.Second
 // shutdownGrace bounds how long in-flight calls may take after SIGTERM.
 const shutdownGrace = 30 * time.Second
 
-func resealers(a *app) []resealer {
-	conns := connections.NewGormStore(a.db.DB, a.ring)
-	tokens := security.NewManager(security.ManagerConfig{DB: a.db.DB, Sealer: a.ring, Connections: conns})
-	consent := security.NewConsent(a.db.DB, a.ring, tokens, "")
-	return []resealer{{"connection secrets", conns.Reseal}, {"tokens", tokens.Reseal}, {"pending consents", consent.Reseal}}
-}
-
 // readyTimeout bounds the database ping of /readyz.
 const readyTimeout = 3 * time.Second
 
@@ -96,8 +89,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	allow, _ := invoke.ParseAllow(a.cfg.EgressAllow) // checked by parseConfig
-	guard := &invoke.Guard{Allow: allow}
+	guard := &invoke.Guard{Allow: a.cfg.EgressAllow}
 	if a.cfg.WebhookURL != "" {
 		alerter, err := alerts.New(alerts.Config{URL: a.cfg.WebhookURL, Secret: []byte(a.cfg.WebhookSecret),
 			Client: guard.Client(10 * time.Second), Logger: log, Registerer: reg})
