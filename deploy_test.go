@@ -169,6 +169,14 @@ func TestComposeFile(t *testing.T) {
 		{"connmgr public URL is set", env(cm, "CONNMGR_PUBLIC_URL") == e["CONNMGR_PUBLIC_URL"], env(cm, "CONNMGR_PUBLIC_URL")},
 		{"connmgr egress allowlist is passed (may be empty)", cm.Environment["CONNMGR_EGRESS_ALLOW"] != nil, cm.Environment["CONNMGR_EGRESS_ALLOW"]},
 	}
+	for _, v := range []string{"CONNMGR_TOKEN_TIMEOUT", "CONNMGR_MAX_CONNECTIONS", "CONNMGR_READ_TIMEOUT", "CONNMGR_WRITE_TIMEOUT", "CONNMGR_METRICS_ADDR",
+		"CONNMGR_IMPORT_IDENTITY"} {
+		checks = append(checks, struct {
+			name string
+			ok   bool
+			got  any
+		}{"connmgr " + v + " is passed (may be empty)", cm.Environment[v] != nil, cm.Environment[v]})
+	}
 	for _, c := range checks {
 		if !c.ok {
 			t.Errorf("%s: not so, got %+v", c.name, c.got)
@@ -212,7 +220,7 @@ func TestComposeRequiresSecrets(t *testing.T) {
 }
 
 // secretName matches the variables whose values are secrets.
-var secretName = regexp.MustCompile(`PASSWORD|SECRET|TOKEN|KEYS|DATABASE_URL`)
+var secretName = regexp.MustCompile(`PASSWORD|SECRET|_TOKEN$|KEYS|DATABASE_URL`)
 
 // TestComposeHasNoSecrets checks that every secret of docker-compose.yml
 // is interpolated from the environment, and that fresh random secrets in
@@ -268,7 +276,9 @@ func TestComposeHasNoSecrets(t *testing.T) {
 }
 
 // TestEnvExampleDocumentsEverything checks that .env.example names every
-// variable docker-compose.yml reads and every CONNMGR_* setting of connmgr.
+// variable docker-compose.yml reads and every CONNMGR_* setting of connmgr
+// serve (the entries of settingList in cmd/connmgr/config.go; variables of
+// tests and of the CLI client are not settings of the service).
 func TestEnvExampleDocumentsEverything(t *testing.T) {
 	example, err := os.ReadFile(envExample)
 	if err != nil {
@@ -288,7 +298,11 @@ func TestEnvExampleDocumentsEverything(t *testing.T) {
 			t.Errorf("%s reads %s, which %s does not set", composeFile, m[1], envExample)
 		}
 	}
-	for _, m := range regexp.MustCompile(`"(CONNMGR_[A-Z0-9_]+)"`).FindAllSubmatch(config, -1) {
+	settings := regexp.MustCompile(`\{"[a-z-]+", "(CONNMGR_[A-Z0-9_]+)"`).FindAllSubmatch(config, -1)
+	if len(settings) < 10 {
+		t.Fatalf("found %d settings in cmd/connmgr/config.go, want every one of settingList", len(settings))
+	}
+	for _, m := range settings {
 		if !bytes.Contains(example, m[1]) {
 			t.Errorf("connmgr reads %s (cmd/connmgr/config.go), which %s does not mention", m[1], envExample)
 		}

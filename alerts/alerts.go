@@ -21,11 +21,14 @@
 // be replayed later. Every attempt is signed afresh with its own timestamp.
 // The package example shows a receiver doing this.
 //
-// Any 2xx answer is success. Network errors, timeouts, 408, 429 and 5xx
-// are retried with backoff, waiting at least as long as a Retry-After
-// (seconds or an HTTP date, capped at 5 minutes) on 429 and 503, up to
-// Config.MaxAttempts. Other answers, redirects included, and refusals of
-// the egress guard are given up at once.
+// Any 2xx answer is success. Timeouts, 408, 429, 5xx and the network
+// errors that outbound.Classify calls transient (refused or reset
+// connections, temporary DNS failures) are retried with outbound.Backoff,
+// waiting at least as long as a Retry-After (outbound.RetryAfter, capped
+// here at 5 minutes) on 429 and 503, up to Config.MaxAttempts. Other
+// answers, redirects included, and permanent failures (refusals of the
+// egress guard, TLS failures, a host name that does not exist) are given
+// up at once.
 package alerts
 
 import (
@@ -41,7 +44,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -53,7 +55,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/invoke"
+	"github.com/connmgr/connmgr/outbound"
 )
 
 // EventType is the type of every event this package sends.
@@ -62,7 +64,8 @@ const EventType = "connection.status_changed"
 // maxDetail caps the detail of an event, in bytes.
 const maxDetail = 500
 
-// maxWait caps the wait before a retry, whatever Backoff or Retry-After say.
+// maxWait caps the wait before a retry, whatever Backoff or Retry-After say:
+// an alert that waits longer is stale.
 const maxWait = 5 * time.Minute
 
 // Config configures a Notifier. URL and Secret are required; the other
@@ -74,7 +77,7 @@ type Config struct {
 	// bytes. It is never logged or put in an error.
 	Secret []byte
 	// Client posts the events. It must be egress-guarded, as from
-	// invoke.Guard.Client; its timeout bounds one attempt. Nil means a
+	// outbound.Guard.Client; its timeout bounds one attempt. Nil means a
 	// client that reaches public addresses only, with a 10s timeout.
 	Client *http.Client
 	// QueueSize bounds the events waiting for delivery (default 1000).
@@ -83,8 +86,8 @@ type Config struct {
 	// MaxAttempts bounds the attempts per event (default 8).
 	MaxAttempts int
 	// Backoff returns the wait after the given number of failed attempts
-	// (1 after the first). Nil means exponential from 1s, capped at 5
-	// minutes, with full jitter. A Retry-After longer than the backoff wins.
+	// (1 after the first). Nil means outbound.Backoff. A Retry-After longer
+	// than the backoff wins.
 	Backoff func(attempt int) time.Duration
 	// Logger gets delivery failures and drops (default: discard).
 	Logger *slog.Logger
@@ -138,7 +141,7 @@ func New(cfg Config) (*Notifier, error) {
 	secret := bytes.Clone(cfg.Secret)
 	n := &Notifier{
 		url:     cfg.URL,
-		client:  cmp.Or(cfg.Client, (&invoke.Guard{}).Client(10*time.Second)),
+		client:  cmp.Or(cfg.Client, (&outbound.Guard{}).Client(10*time.Second)),
 		max:     cmp.Or(max(cfg.MaxAttempts, 0), 8),
 		backoff: cfg.Backoff,
 		log:     cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
@@ -154,7 +157,7 @@ func New(cfg Config) (*Notifier, error) {
 		},
 	}
 	if n.backoff == nil {
-		n.backoff = backoff
+		n.backoff = outbound.Backoff
 	}
 	if n.now == nil {
 		n.now = time.Now
@@ -343,10 +346,10 @@ func (n *Notifier) attempt(ctx context.Context, it *item) (retry bool, wait time
 	req.Header.Set("X-Connmgr-Signature", n.sign(ts, it.body))
 	resp, err := n.client.Do(req)
 	if err != nil {
-		if ue := (*url.Error)(nil); errors.As(err, &ue) {
-			err = ue.Err // the URL may itself be a credential
-		}
-		return !errors.Is(err, invoke.ErrEgressDenied), 0, err
+		// The *Failure's text is its reason, never the URL, which may
+		// itself be a credential.
+		f := outbound.Classify(err)
+		return f.Transient, 0, f
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
 	resp.Body.Close()
@@ -354,30 +357,12 @@ func (n *Notifier) attempt(ctx context.Context, it *item) (retry bool, wait time
 	case c >= 200 && c < 300:
 		return false, 0, nil
 	case c == http.StatusTooManyRequests || c == http.StatusServiceUnavailable:
-		return true, retryAfter(resp.Header.Get("Retry-After"), n.now()), fmt.Errorf("receiver answered %d", c)
+		return true, outbound.RetryAfter(resp.Header.Get("Retry-After"), n.now()), fmt.Errorf("receiver answered %d", c)
 	case c == http.StatusRequestTimeout || c >= 500:
 		return true, 0, fmt.Errorf("receiver answered %d", c)
 	default:
 		return false, 0, fmt.Errorf("receiver answered %d", c)
 	}
-}
-
-// retryAfter parses a Retry-After value (seconds or an HTTP date) into a
-// wait in [0, maxWait]; anything else gives 0.
-func retryAfter(v string, now time.Time) time.Duration {
-	var d time.Duration
-	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
-		d = time.Duration(min(max(s, 0), int64(maxWait/time.Second))) * time.Second
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = t.Sub(now)
-	}
-	return min(max(d, 0), maxWait)
-}
-
-// backoff is the default Config.Backoff: full jitter over 1s·2^(attempt-1),
-// capped at maxWait.
-func backoff(attempt int) time.Duration {
-	return mrand.N(min(time.Second<<min(max(attempt-1, 0), 9), maxWait))
 }
 
 // clip cuts s to at most maxDetail bytes, on a rune boundary.

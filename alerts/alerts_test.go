@@ -22,7 +22,8 @@ import (
 
 	"github.com/connmgr/connmgr/alerts"
 	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/invoke"
+	"github.com/connmgr/connmgr/outbound"
+	"github.com/connmgr/connmgr/outbound/outboundtest"
 )
 
 // TestMain fails the run if any test leaves a goroutine behind.
@@ -76,11 +77,7 @@ func (rc *receiver) deliveries() []delivery {
 // localClient is a guarded client that may reach the loopback receivers.
 func localClient(t *testing.T, timeout time.Duration) *http.Client {
 	t.Helper()
-	allow, err := invoke.ParseAllow("127.0.0.0/8")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return (&invoke.Guard{Allow: allow}).Client(timeout)
+	return outboundtest.Loopback(t).Client(timeout)
 }
 
 // newNotifier fills cfg with the test defaults (secret, local client, 1ms
@@ -491,7 +488,7 @@ func TestFullQueue(t *testing.T) {
 func TestEgressDenied(t *testing.T) {
 	rc := newReceiver(t, nil)
 	var logs bytes.Buffer
-	n, reg := newNotifier(t, alerts.Config{URL: rc.URL, Client: (&invoke.Guard{}).Client(time.Second),
+	n, reg := newNotifier(t, alerts.Config{URL: rc.URL, Client: (&outbound.Guard{}).Client(time.Second),
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	start(t, n)
 	n.StatusChanged(context.Background(), conn, connections.StatusConfigured, connections.StatusError, "")
@@ -506,6 +503,42 @@ func TestEgressDenied(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "CONNMGR_EGRESS_ALLOW") {
 		t.Errorf("log %q does not say how to allow the receiver", logs.String())
+	}
+}
+
+// TestNetworkFailures checks that network failures are retried when
+// outbound.Classify calls them transient and given up at once otherwise,
+// and that the log says why.
+func TestNetworkFailures(t *testing.T) {
+	untrusted := outboundtest.UntrustedTLS(t)
+	for _, tt := range []struct {
+		name         string
+		url          string
+		wantOutcomes string // delivered/retried/failed/dropped
+		wantLog      string
+	}{
+		{name: "refused, retried", url: "http://" + outboundtest.ClosedPort(t), wantOutcomes: "0/2/1/0",
+			wantLog: "connection refused"},
+		{name: "untrusted certificate, given up", url: untrusted.URL, wantOutcomes: "0/0/1/0",
+			wantLog: "TLS handshake failed: the server's certificate is self-signed and not trusted"},
+		{name: "no such host, given up", url: "http://nowhere.invalid/hook", wantOutcomes: "0/0/1/0",
+			wantLog: `no such host \"nowhere.invalid\"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			n, reg := newNotifier(t, alerts.Config{URL: tt.url, MaxAttempts: 3,
+				Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			n.StatusChanged(context.Background(), conn, connections.StatusConfigured, connections.StatusError, "")
+			if err := closeWithin(t, n, 5*time.Second); err != nil {
+				t.Fatalf("Close = %v", err)
+			}
+			if o := outcomes(t, reg); o != tt.wantOutcomes {
+				t.Errorf("delivered/retried/failed/dropped = %s, want %s", o, tt.wantOutcomes)
+			}
+			if !strings.Contains(logs.String(), tt.wantLog) {
+				t.Errorf("log %s does not say %s", logs.String(), tt.wantLog)
+			}
+		})
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 
 	"github.com/connmgr/connmgr/alerts"
 	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/invoke"
+	"github.com/connmgr/connmgr/outbound"
 )
 
 // tolerance is how far a delivery's timestamp may be from the receiver's
@@ -70,11 +70,11 @@ func Example() {
 	}))
 	defer receiver.Close()
 
-	allow, _ := invoke.ParseAllow("127.0.0.0/8") // the receiver is local here
+	allow, _ := outbound.ParseAllow("127.0.0.0/8") // the receiver is local here
 	n, err := alerts.New(alerts.Config{
 		URL:    receiver.URL,
 		Secret: secret,
-		Client: (&invoke.Guard{Allow: allow}).Client(5 * time.Second),
+		Client: (&outbound.Guard{Allow: allow}).Client(5 * time.Second),
 	})
 	if err != nil {
 		fmt.Println(err)

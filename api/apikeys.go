@@ -6,8 +6,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/connmgr/connmgr/access"
 	"github.com/connmgr/connmgr/audit"
-	"github.com/connmgr/connmgr/security"
 )
 
 type apiKeyRequest struct {
@@ -33,7 +33,7 @@ type apiKeyList struct {
 	Items []apiKeyBody `json:"items"`
 }
 
-func apiKeyOut(k *security.APIKey) apiKeyBody {
+func apiKeyOut(k *access.APIKey) apiKeyBody {
 	patterns := k.Connections
 	if patterns == nil {
 		patterns = []string{}
@@ -47,7 +47,7 @@ func (s *Server) createAPIKey(c *gin.Context) {
 	if !s.bind(c, &req) {
 		return
 	}
-	k, secret, err := s.keys.Create(c.Request.Context(), security.NewKey{Name: req.Name, Role: security.Role(req.Role),
+	k, secret, err := s.keys.Create(c.Request.Context(), access.NewKey{Name: req.Name, Role: access.Role(req.Role),
 		Connections: req.Connections, ExpiresAt: req.ExpiresAt, CreatedBy: actor(c)})
 	if err != nil {
 		s.fail(c, err)
@@ -58,7 +58,7 @@ func (s *Server) createAPIKey(c *gin.Context) {
 	out.Key = secret
 	c.Header("Location", "/api/v1/apikeys/"+k.ID)
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusCreated, out)
+	s.writeJSON(c, http.StatusCreated, out)
 }
 
 func (s *Server) listAPIKeys(c *gin.Context) {
@@ -72,7 +72,7 @@ func (s *Server) listAPIKeys(c *gin.Context) {
 		out.Items = append(out.Items, apiKeyOut(k))
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, out)
+	s.writeJSON(c, http.StatusOK, out)
 }
 
 func (s *Server) revokeAPIKey(c *gin.Context) {

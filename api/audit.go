@@ -91,5 +91,5 @@ func (s *Server) listAudit(c *gin.Context) {
 		out.NextCursor = s.cursors.encode("audit", strconv.FormatInt(events[len(events)-1].ID, 10))
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, out)
+	s.writeJSON(c, http.StatusOK, out)
 }

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"net/url"
@@ -6,17 +6,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/access"
 )
 
 func TestAuditLog(t *testing.T) {
 	forEngine(t, func(t *testing.T, h *harness) {
 		start := time.Now().UTC().Add(-time.Second).Format(time.RFC3339)
-		h.do("POST", "/api/v1/connections", h.admin, basicConn("A"))
+		target, _ := echoTarget(t)
+		conn := basicConn("A")
+		conn["baseUrl"] = target.URL
+		h.create(conn)
 		b := basicConn("A")
+		b["baseUrl"] = target.URL
 		b["description"] = "new"
 		b["security"] = map[string]any{"policy": "BASIC", "username": "svc", "password": "CANARY-NEW-PASSWORD"}
 		h.do("PUT", "/api/v1/connections/A", h.admin, b)
+		h.patch("/api/v1/connections/A", h.admin, map[string]any{"security": map[string]any{"password": "CANARY-PATCHED-PASSWORD"}})
 		h.do("POST", "/api/v1/connections/A/test", h.admin, nil)
 		h.do("DELETE", "/api/v1/connections/A", h.admin, nil)
 		key := h.do("POST", "/api/v1/apikeys", h.admin, map[string]any{"name": "auditor", "role": "viewer"}).json(t)
@@ -56,7 +61,7 @@ func TestAuditLog(t *testing.T) {
 		if !strings.Contains(string(all.body), "hmac-sha256:") {
 			t.Error("the audit log has no secret fingerprints")
 		}
-		h.do("GET", "/api/v1/audit", h.key(security.RoleDeveloper), nil).problem(t, 403, "forbidden")
+		h.do("GET", "/api/v1/audit", h.key(access.RoleDeveloper), nil).problem(t, 403, "forbidden")
 		h.checkRequests = false
 		h.do("GET", "/api/v1/audit?since=yesterday", h.admin, nil).problem(t, 400, "malformed_request")
 		h.do("GET", "/api/v1/audit?cursor=x", h.admin, nil).problem(t, 400, "invalid_cursor")

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"bytes"
@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/connmgr/connmgr/connections/connectionstest"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 // TestBadInput sends hostile bodies and headers; each gets a clear 4xx
 // problem naming what is wrong, never a 500, and nothing is stored.
 func TestBadInput(t *testing.T) {
-	h := newHarness(t, connectionstest.SQLite)
+	h := newHarness(t, storetest.SQLite)
 	h.checkRequests = false
 	valid := `{"name":"X","role":"INVOKE","baseUrl":"https://api.example.com","security":{"policy":"NONE"}}`
 	with := func(old, new string) string { return strings.Replace(valid, old, new, 1) }
@@ -36,7 +36,7 @@ func TestBadInput(t *testing.T) {
 		{"form content type", valid, "application/x-www-form-urlencoded", 415, "unsupported_media_type", ""},
 		{"bad content type", valid, "application/json; charset", 415, "unsupported_media_type", ""},
 		{"unknown field", with(`"role"`, `"colour":"red","role"`), "", 422, "validation_failed", "colour"},
-		{"unknown security field", with(`"policy":"NONE"`, `"policy":"NONE","kerberos":1`), "", 422, "validation_failed", "kerberos"},
+		{"unknown security field", with(`"policy":"NONE"`, `"policy":"NONE","kerberos":1`), "", 422, "validation_failed", "security.kerberos"},
 		{"name is a number", with(`"name":"X"`, `"name":7`), "", 422, "validation_failed", "name"},
 		{"keywords is a string", with(`"role"`, `"keywords":"a","role"`), "", 422, "validation_failed", "keywords"},
 		{"timeout is a string", with(`"role"`, `"timeoutMs":"5","role"`), "", 422, "validation_failed", "timeoutMs"},
@@ -74,6 +74,14 @@ func TestBadInput(t *testing.T) {
 		{"reserved extra param", with(`"policy":"NONE"`, `"policy":"OAUTH2_CLIENT_CREDENTIALS","tokenUrl":"https://a.example.com/t","clientId":"c","clientSecret":"s","extraParams":{"grant_type":"password"}`), "", 422, "validation_failed", "security.extraParams.grant_type"},
 		{"scope with space", with(`"policy":"NONE"`, `"policy":"OAUTH2_CLIENT_CREDENTIALS","tokenUrl":"https://a.example.com/t","clientId":"c","clientSecret":"s","scopes":["a b"]`), "", 422, "validation_failed", "security.scopes[0]"},
 		{"auth code without authorization URL", with(`"policy":"NONE"`, `"policy":"OAUTH2_AUTHORIZATION_CODE","tokenUrl":"https://a.example.com/t","clientId":"c","clientSecret":"s"`), "", 422, "validation_failed", "security.authorizationUrl"},
+		{"auth code with openid and no issuer", with(`"policy":"NONE"`, `"policy":"OAUTH2_AUTHORIZATION_CODE","authorizationUrl":"https://a.example.com/a","tokenUrl":"https://a.example.com/t","clientId":"c","clientSecret":"s","scopes":["openid"]`), "", 422, "validation_failed", "security.issuer"},
+		{"auth code requiring iss without issuer", with(`"policy":"NONE"`, `"policy":"OAUTH2_AUTHORIZATION_CODE","authorizationUrl":"https://a.example.com/a","tokenUrl":"https://a.example.com/t","clientId":"c","clientSecret":"s","requireIss":true`), "", 422, "validation_failed", "security.requireIss"},
+		{"TLS client auth without a certificate", with(`"policy":"NONE"`, `"policy":"OAUTH2_CLIENT_CREDENTIALS","tokenUrl":"https://a.example.com/t","clientId":"c","clientAuth":"TLS_CLIENT_AUTH"`), "", 422, "validation_failed", "security.clientAuth"},
+		{"TLS key without a certificate", with(`"role"`, `"tls":{"clientKeyPem":"k"},"role"`), "", 422, "validation_failed", "tls.clientCertificatePem"},
+		{"TLS certificate that is no PEM", with(`"role"`, `"tls":{"clientCertificatePem":"x","clientKeyPem":"k"},"role"`), "", 422, "validation_failed", "tls.clientCertificatePem"},
+		{"TLS unknown field", with(`"role"`, `"tls":{"pin":"x"},"role"`), "", 422, "validation_failed", "pin"},
+		{"rejected status not 4xx", with(`"role"`, `"tokenRejectedStatuses":[500],"role"`), "", 422, "validation_failed", "tokenRejectedStatuses[0]"},
+		{"rejected statuses not numbers", with(`"role"`, `"tokenRejectedStatuses":["401"],"role"`), "", 422, "validation_failed", "tokenRejectedStatuses"},
 		{"forbidden static header", with(`"role"`, `"headers":{"Authorization":"Bearer x"},"role"`), "", 422, "validation_failed", "headers.Authorization"},
 		{"header with CRLF", with(`"role"`, `"headers":{"X-A":"a\r\nb"},"role"`), "", 422, "validation_failed", "headers.X-A"},
 		{"bad header name", with(`"role"`, `"headers":{"X A":"a"},"role"`), "", 422, "validation_failed", "headers.X A"},
@@ -86,6 +94,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			h := h.on(t)
 			hdr := []string{}
 			if tt.ctype != "" {
 				hdr = append(hdr, "Content-Type", tt.ctype)
@@ -106,7 +115,7 @@ func TestBadInput(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+h.admin)
 	req.ContentLength = -1
 	rec := httptest.NewRecorder()
-	h.srv.ServeHTTP(rec, req)
+	h.g.API.ServeHTTP(rec, req)
 	if rec.Code != 413 {
 		t.Errorf("streamed oversized body = %d, want 413: %s", rec.Code, rec.Body)
 	}

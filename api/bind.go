@@ -90,19 +90,23 @@ func article(t string) string {
 // bind decodes the JSON request body into v, rendering a problem and
 // returning false when it cannot.
 func (s *Server) bind(c *gin.Context, v any) bool {
-	if ct := c.GetHeader("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			s.renderProblem(c, newProblem(http.StatusUnsupportedMediaType, "unsupported_media_type",
-				"send the body as Content-Type: application/json"))
-			return false
-		}
+	if ct := c.GetHeader("Content-Type"); ct != "" && !jsonMediaType(ct) {
+		s.renderProblem(c, newProblem(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"send the body as Content-Type: application/json"))
+		return false
 	}
 	if err := decodeJSON(c.Request.Body, v); err != nil {
 		s.fail(c, err)
 		return false
 	}
 	return true
+}
+
+// jsonMediaType reports whether a Content-Type is JSON (application/json
+// or a +json type such as application/merge-patch+json).
+func jsonMediaType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
 }
 
 // cursors issues and checks opaque page cursors. A cursor is the last key

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"bytes"
@@ -31,8 +31,8 @@ import (
 	"github.com/go-oauth2/oauth2/v4/server"
 	oauthstore "github.com/go-oauth2/oauth2/v4/store"
 
-	"github.com/connmgr/connmgr/connections/connectionstest"
-	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/access"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 // envChromium names the variable with the path of the Chromium binary the
@@ -311,13 +311,13 @@ func newLiveAPI(t *testing.T) *liveAPI {
 	ts := httptest.NewUnstartedServer(nil)
 	base := "http://" + ts.Listener.Addr().String()
 
-	db := connectionstest.Open(t, connectionstest.SQLite)
-	srv, _, keys := newTestServer(t, db, slog.New(slog.NewJSONHandler(io.Discard, nil)), base+"/oauth/callback", 0)
-	_, admin, err := keys.Create(context.Background(), security.NewKey{Name: "browser-admin", Role: security.RoleAdmin})
+	db := storetest.Open(t, storetest.SQLite)
+	g := build(t, db, base, slog.New(slog.NewJSONHandler(io.Discard, nil)), 0)
+	_, admin, err := g.Keys.Create(context.Background(), access.NewKey{Name: "browser-admin", Role: access.RoleAdmin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.Config.Handler = srv
+	ts.Config.Handler = g.API
 	ts.Start()
 	t.Cleanup(ts.Close)
 	_, port, _ := net.SplitHostPort(ts.Listener.Addr().String())

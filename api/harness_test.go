@@ -1,9 +1,10 @@
-package api
+package api_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -19,11 +19,11 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 
 	"github.com/connmgr/connmgr"
-	"github.com/connmgr/connmgr/audit"
-	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/connections/connectionstest"
-	"github.com/connmgr/connmgr/invoke"
-	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/access"
+	"github.com/connmgr/connmgr/cmd/connmgr/wire"
+	"github.com/connmgr/connmgr/outbound"
+	"github.com/connmgr/connmgr/store"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 // logBuffer collects log output for canary checks.
@@ -44,18 +44,18 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-// harness is a running API on a real database, with a client that holds
-// every request and response to openapi.yaml.
+// harness is connmgr's API wired by wire.Build, as serve wires it, on a
+// real database, with a client that holds every request and response to
+// openapi.yaml.
 type harness struct {
 	t      *testing.T
-	srv    *Server
-	db     *connections.DB
-	store  *connections.GormStore
-	keys   *security.KeyStore
+	g      *wire.Graph
+	db     *store.DB
 	admin  string
 	logs   *logBuffer
 	router routers.Router
-	// checkRequests validates requests too; hostile-input tests turn it off.
+	// checkRequests fails the test when the server accepts (2xx, 3xx) a
+	// request that openapi.yaml refuses; hostile-input tests turn it off.
 	checkRequests bool
 }
 
@@ -65,14 +65,14 @@ var (
 	contractErr  error
 )
 
+// contract is openapi.yaml, loaded and validated once.
 func contract(t testing.TB) *openapi3.T {
 	contractOnce.Do(func() {
 		openapi3filter.RegisterBodyDecoder("text/html", func(r io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
 			b, err := io.ReadAll(r)
 			return string(b), err
 		})
-		loader := openapi3.NewLoader()
-		contractDoc, contractErr = loader.LoadFromData(connmgr.OpenAPI)
+		contractDoc, contractErr = openapi3.NewLoader().LoadFromData(connmgr.OpenAPI)
 		if contractErr == nil {
 			contractErr = contractDoc.Validate(context.Background())
 		}
@@ -83,57 +83,38 @@ func contract(t testing.TB) *openapi3.T {
 	return contractDoc
 }
 
-func testKeyRing(t testing.TB) *security.KeyRing {
-	spec, err := security.GenerateKeySpec("test")
+// build wires connmgr on db with wire.Build, the function serve uses, for
+// publicURL (the OAuth callback's base): loopback targets allowed, bodies
+// limited to maxBody (0: the default), logs to log.
+func build(t testing.TB, db *store.DB, publicURL string, log *slog.Logger, maxBody int64) *wire.Graph {
+	t.Helper()
+	allow, err := outbound.ParseAllow("127.0.0.0/8")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ring, err := security.ParseKeyRing(spec)
+	g, err := wire.Build(context.Background(), db, storetest.KeyRing(t), wire.Options{PublicURL: publicURL,
+		EgressAllow: allow, MaxBody: maxBody, Logger: log})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("wire.Build: %v", err)
 	}
-	return ring
+	t.Cleanup(g.CloseIdleConnections)
+	return g
 }
 
-// newTestServer wires a Server on db as the service does: connections
-// with an audit log, a token manager and consent flow (redirecting to
-// callbackURL), the invoke cache and a proxy that may reach loopback
-// targets. maxBody 0 keeps the default body limits.
-func newTestServer(t testing.TB, db *connections.DB, log *slog.Logger, callbackURL string, maxBody int64) (*Server, *connections.GormStore, *security.KeyStore) {
+// newHarness wires connmgr on a fresh database of engine e, logging at
+// debug level into h.logs, with bodies limited to 64 KiB.
+func newHarness(t *testing.T, e storetest.Engine) *harness {
 	t.Helper()
-	ring := testKeyRing(t)
-	store := connections.NewGormStore(db.DB, ring)
-	keys := security.NewKeyStore(db.DB)
-	svc := &connections.Service{Store: store}
-	auditLog := audit.NewStore(db.DB, ring.Derive("audit"))
-	svc.Observers = append(svc.Observers, auditLog.ConnectionChanged)
-	svc.StatusObservers = append(svc.StatusObservers, auditLog.StatusChanged)
-	allow, err := invoke.ParseAllow("127.0.0.0/8")
-	if err != nil {
-		t.Fatal(err)
-	}
-	guard := &invoke.Guard{Allow: allow}
-	tokens := security.NewManager(security.ManagerConfig{DB: db.DB, Sealer: ring, Connections: store, Status: svc,
-		Client: guard.Client(10 * time.Second), Logger: log, OnFailure: auditLog.TokenFailed})
-	svc.Observers = append(svc.Observers, tokens.Observe)
-	consent := security.NewConsent(db.DB, ring, tokens, callbackURL)
-	cache := connections.NewCache(store)
-	svc.Observers = append(svc.Observers, cache.Observe)
-	proxy := invoke.NewProxy(tokens, guard.Transport(0), nil)
-	proxy.MaxBody = maxBody
-	srv := New(Config{Connections: svc, Keys: keys, Tokens: tokens, Consent: consent, Tester: proxy.Test,
-		Cache: cache, Proxy: proxy, Audit: auditLog,
-		OpenAPI: connmgr.OpenAPI, CursorKey: ring.Derive("cursor"), MaxBody: maxBody, Ready: db.Ping, Logger: log})
-	return srv, store, keys
+	return newHarnessWith(t, e, 64<<10)
 }
 
-func newHarness(t *testing.T, e connectionstest.Engine) *harness {
+func newHarnessWith(t *testing.T, e storetest.Engine, maxBody int64) *harness {
 	t.Helper()
-	db := connectionstest.Open(t, e)
+	db := storetest.Open(t, e)
 	logs := &logBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, store, keys := newTestServer(t, db, log, "http://connmgr.test/oauth/callback", 64<<10)
-	_, admin, err := keys.Create(context.Background(), security.NewKey{Name: "test-admin", Role: security.RoleAdmin})
+	g := build(t, db, "http://connmgr.test", log, maxBody)
+	_, admin, err := g.Keys.Create(context.Background(), access.NewKey{Name: "test-admin", Role: access.RoleAdmin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,24 +122,55 @@ func newHarness(t *testing.T, e connectionstest.Engine) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, srv: srv, db: db, store: store, keys: keys, admin: admin, logs: logs, router: router,
-		checkRequests: true}
+	return &harness{t: t, g: g, db: db, admin: admin, logs: logs, router: router, checkRequests: true}
+}
+
+// on returns h for the subtest t: its failures end t, not its parent.
+func (h *harness) on(t *testing.T) *harness {
+	c := *h
+	c.t = t
+	return &c
+}
+
+// forEngine runs f on SQLite and, when configured, PostgreSQL.
+func forEngine(t *testing.T, f func(t *testing.T, h *harness)) {
+	for _, e := range storetest.Engines(t) {
+		t.Run(string(e), func(t *testing.T) { f(t, newHarness(t, e)) })
+	}
 }
 
 // key creates an API key with role and patterns and returns it.
-func (h *harness) key(role security.Role, patterns ...string) string {
+func (h *harness) key(role access.Role, patterns ...string) string {
 	h.t.Helper()
-	_, k, err := h.keys.Create(context.Background(), security.NewKey{Name: "k-" + string(role), Role: role, Connections: patterns})
+	_, k, err := h.g.Keys.Create(context.Background(), access.NewKey{Name: "k-" + string(role), Role: role, Connections: patterns})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	return k
 }
 
+// secret returns the stored value of the secret at path ("password",
+// "tls.clientKeyPem") of the named connection, "" when it has none.
+func (h *harness) secret(name, path string) string {
+	h.t.Helper()
+	c, err := h.g.Store.Get(context.Background(), name)
+	if err != nil {
+		h.t.Fatalf("get %s: %v", name, err)
+	}
+	r, ok := c.SecretAt(path)
+	if !ok {
+		return ""
+	}
+	return r.Value().Reveal()
+}
+
 type response struct {
 	status int
 	header http.Header
 	body   []byte
+	// contractErr is why openapi.yaml refuses the request, nil if it
+	// accepts it (or the route is not in it).
+	contractErr error
 }
 
 func (r *response) json(t testing.TB) map[string]any {
@@ -189,9 +201,30 @@ func (r *response) problem(t testing.TB, status int, code string) map[string]any
 	return p
 }
 
+// fields returns the fields the problem's errors name.
+func fields(p map[string]any) []string {
+	var out []string
+	errs, _ := p["errors"].([]any)
+	for _, e := range errs {
+		f, _ := e.(map[string]any)["field"].(string)
+		out = append(out, f)
+	}
+	return out
+}
+
 // do sends a request with key (none if ""), body (marshalled unless it is
-// a string or []byte) and header pairs, and checks it against the contract.
+// a string or []byte; sent as application/json) and header pairs, and
+// checks it against the contract.
 func (h *harness) do(method, path, key string, body any, headerPairs ...string) *response {
+	h.t.Helper()
+	req, raw := h.request(method, path, key, body, headerPairs...)
+	res := h.serve(req)
+	h.validate(req, raw, res)
+	return res
+}
+
+// request makes the request that do sends, and returns it with its body.
+func (h *harness) request(method, path, key string, body any, headerPairs ...string) (*http.Request, []byte) {
 	h.t.Helper()
 	var raw []byte
 	switch b := body.(type) {
@@ -201,12 +234,15 @@ func (h *harness) do(method, path, key string, body any, headerPairs ...string) 
 	case []byte:
 		raw = b
 	default:
-		var err error
-		if raw, err = json.Marshal(b); err != nil {
-			h.t.Fatal(err)
-		}
+		raw = mustJSON(h.t, b)
 	}
-	req := httptest.NewRequest(method, path, bytes.NewReader(raw))
+	// Without a body the request has none (http.NoBody), as a server
+	// reads a request without Content-Length.
+	var r io.Reader
+	if raw != nil {
+		r = bytes.NewReader(raw)
+	}
+	req := httptest.NewRequest(method, path, r)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -216,15 +252,25 @@ func (h *harness) do(method, path, key string, body any, headerPairs ...string) 
 	for i := 0; i+1 < len(headerPairs); i += 2 {
 		req.Header.Set(headerPairs[i], headerPairs[i+1])
 	}
+	return req, raw
+}
+
+// serve has the API answer req. It may run on any goroutine; validate the
+// answer on the test's.
+func (h *harness) serve(req *http.Request) *response {
 	rec := httptest.NewRecorder()
-	h.srv.ServeHTTP(rec, req)
-	res := &response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
-	h.validate(req, raw, res)
-	return res
+	h.g.API.ServeHTTP(rec, req)
+	return &response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+}
+
+// patch sends a JSON merge patch (application/merge-patch+json).
+func (h *harness) patch(path, key string, patch any, headerPairs ...string) *response {
+	h.t.Helper()
+	return h.do("PATCH", path, key, patch, append([]string{"Content-Type", "application/merge-patch+json"}, headerPairs...)...)
 }
 
 // validate holds the exchange to openapi.yaml: every documented route's
-// request (when checkRequests) and every response, status included.
+// request and every response, status included.
 func (h *harness) validate(req *http.Request, raw []byte, res *response) {
 	h.t.Helper()
 	if strings.HasPrefix(req.URL.Path, "/docs") {
@@ -240,6 +286,13 @@ func (h *harness) validate(req *http.Request, raw []byte, res *response) {
 		vreq.URL.Path, vreq.URL.RawPath = "/invoke/"+name+"/relative", ""
 	}
 	route, params, err := h.router.FindRoute(vreq)
+	for _, v := range params {
+		if v == "" && err == nil {
+			// The router reads /api/v1/connections as .../{name} with an
+			// empty name; no documented route has an empty parameter.
+			err = errors.New("a path parameter is empty")
+		}
+	}
 	if err != nil {
 		if res.status == http.StatusNotFound || res.status == http.StatusMethodNotAllowed {
 			return // unknown routes are meant to be unknown
@@ -249,14 +302,24 @@ func (h *harness) validate(req *http.Request, raw []byte, res *response) {
 	opts := &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
 		IncludeResponseStatus: true, MultiError: true}
 	in := &openapi3filter.RequestValidationInput{Request: vreq, PathParams: params, Route: route, Options: opts}
-	if h.checkRequests {
-		if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
-			h.t.Fatalf("%s %s: request does not match openapi.yaml: %v", req.Method, req.URL.Path, err)
-		}
+	res.contractErr = openapi3filter.ValidateRequest(context.Background(), in)
+	// A request that the contract refuses must be refused by the server
+	// too (any 4xx).
+	if h.checkRequests && res.contractErr != nil && (res.status < 400 || res.status >= 500) {
+		h.t.Fatalf("%s %s: request does not match openapi.yaml, yet the server answered %d: %v", req.Method, req.URL.Path, res.status, res.contractErr)
 	}
 	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: res.status,
 		Header: res.header, Body: io.NopCloser(bytes.NewReader(res.body)), Options: opts}
 	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
 		h.t.Fatalf("%s %s: response %d does not match openapi.yaml: %v\nbody: %s", req.Method, req.URL.Path, res.status, err, res.body)
 	}
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -2,13 +2,14 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -56,28 +57,28 @@ func (s *Server) invocable(c *gin.Context, name string) *connections.Connection 
 		return nil
 	}
 	if !conn.Role.Invocable() {
-		s.fail(c, newProblem(http.StatusForbidden, "connection_not_invocable",
-			"connections with role "+string(conn.Role)+" cannot be invoked"))
+		s.fail(c, fmt.Errorf("%w: connections with role %s cannot be invoked", connections.ErrNotInvocable, conn.Role))
 		return nil
 	}
 	return conn
 }
 
-// ginContextKey carries the gin context through the proxy to invokeError.
-type ginContextKey struct{}
+// invokeSlack is how much longer than the connection's timeout an invoke
+// may take to read its request body and write its answer.
+const invokeSlack = 10 * time.Second
 
-func withGin(c *gin.Context) *http.Request {
-	return c.Request.WithContext(context.WithValue(c.Request.Context(), ginContextKey{}, c))
-}
-
-// invokeError renders the proxy's errors as problems.
-func (s *Server) invokeError(w http.ResponseWriter, r *http.Request, err error) {
-	c, ok := r.Context().Value(ginContextKey{}).(*gin.Context)
-	if !ok {
-		http.Error(w, err.Error(), problemFor(err).status)
-		return
+// serve forwards call and renders connmgr's own error, if any. The
+// request's read and write deadlines follow the connection's timeout, so a
+// long stream is not cut by the server's defaults and a stalled caller
+// cannot hold the connection longer.
+func (s *Server) serve(c *gin.Context, call invoke.Call) {
+	rc := http.NewResponseController(c.Writer)
+	until := time.Now().Add(max(call.Conn.Timeout, connections.MinTimeout) + invokeSlack)
+	_ = rc.SetReadDeadline(until)
+	_ = rc.SetWriteDeadline(until)
+	if err := s.proxy.Serve(c.Writer, c.Request, call); err != nil {
+		s.fail(c, err)
 	}
-	s.fail(c, err)
 }
 
 // invokeTransparent forwards ANY /invoke/{name}/{relativePath...}?{query}:
@@ -98,12 +99,40 @@ func (s *Server) invokeTransparent(c *gin.Context) {
 		return
 	}
 	rel := escaped[len(prefix):]
+	if oneEncodedPath(rel) {
+		s.fail(c, newProblem(http.StatusBadRequest, "invalid_relative_uri",
+			"the relative path holds an encoded '/' or '\\' but no '/': it looks like a whole path encoded as one "+
+				"segment, as generated clients send a path parameter; send '/' unencoded, or use "+
+				"POST /api/v1/connections/{name}/invoke (operationId invokeConnection), whose relativeUri is a template"))
+		return
+	}
 	if c.Request.URL.RawQuery != "" || c.Request.URL.ForceQuery {
 		rel += "?" + c.Request.URL.RawQuery
 	}
-	s.proxy.Serve(c.Writer, withGin(c), invoke.Call{Conn: conn, Target: invoke.Target{RelativeURI: rel},
+	s.serve(c, invoke.Call{Conn: conn, Target: invoke.Target{RelativeURI: rel},
 		Method: c.Request.Method, Header: c.Request.Header, Body: c.Request.Body,
 		ContentLength: c.Request.ContentLength, RequestID: requestID(c)})
+}
+
+// oneEncodedPath reports whether the escaped relative path rel (after
+// /invoke/{name}) is one segment holding an encoded slash or backslash:
+// "/orders%2F17", which is how generated clients (oapi-codegen,
+// openapi-fetch) send the path parameter "orders/17". Going upstream as the
+// single segment "orders%2F17" would silently call another resource, so it
+// is refused. With a literal '/' elsewhere in the path ("projects/group%2Fproj")
+// the encoded slash is data and stays as it is.
+func oneEncodedPath(rel string) bool {
+	seg := strings.TrimPrefix(rel, "/")
+	if strings.IndexByte(seg, '/') >= 0 {
+		return false
+	}
+	for i := 0; i+2 < len(seg); i++ {
+		if seg[i] == '%' && (seg[i+1] == '2' && (seg[i+2] == 'F' || seg[i+2] == 'f') ||
+			seg[i+1] == '5' && (seg[i+2] == 'C' || seg[i+2] == 'c')) {
+			return true
+		}
+	}
+	return false
 }
 
 // invokeDynamic forwards POST /api/v1/connections/{name}/invoke: the
@@ -133,6 +162,8 @@ func (s *Server) invokeDynamic(c *gin.Context) {
 		}
 		header.Set(k, v)
 	}
+	// connmgr's hops stay counted whatever the form (see invoke.MaxHops).
+	header["Via"] = c.Request.Header.Values("Via")
 	var body []byte
 	switch {
 	case req.RawBody != nil:
@@ -156,5 +187,5 @@ func (s *Server) invokeDynamic(c *gin.Context) {
 	if body != nil {
 		call.Body, call.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	}
-	s.proxy.Serve(c.Writer, withGin(c), call)
+	s.serve(c, call)
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/connmgr/connmgr/access"
 	"github.com/connmgr/connmgr/audit"
-	"github.com/connmgr/connmgr/security"
 )
 
 const (
@@ -92,7 +92,7 @@ func (s *Server) observe() gin.HandlerFunc {
 				slog.String("path", c.Request.URL.Path), slog.String("route", route), slog.Int("status", status),
 				slog.Duration("duration", elapsed), slog.Int("bytes", c.Writer.Size())}
 			if k, ok := c.Get(ctxKey); ok {
-				attrs = append(attrs, slog.String("actor", k.(*security.APIKey).Name))
+				attrs = append(attrs, slog.String("actor", k.(*access.APIKey).Name))
 			}
 			// A record made here, without the caller's program counter that
 			// Logger methods look up: one access line per request.
@@ -119,18 +119,49 @@ func (s *Server) logger(c *gin.Context) *slog.Logger {
 	return l
 }
 
-// authenticate requires a valid API key as a bearer token.
+// authenticate requires a valid API key as a bearer token or, without an
+// Authorization header and off the invoke routes, a console session.
 func (s *Server) authenticate(c *gin.Context) {
 	h := c.GetHeader("Authorization")
+	if h == "" && s.sessions != nil && !onInvokeRoute(c) {
+		s.authenticateSession(c)
+		return
+	}
 	scheme, token, _ := strings.Cut(h, " ")
 	if !strings.EqualFold(scheme, "Bearer") || token == "" {
-		s.fail(c, security.ErrUnauthenticated)
+		s.fail(c, access.ErrUnauthenticated)
 		return
 	}
 	key, err := s.keys.Authenticate(c.Request.Context(), strings.TrimSpace(token))
 	if err != nil {
 		s.fail(c, err)
 		return
+	}
+	c.Set(ctxKey, key)
+	c.Next()
+}
+
+// authenticateSession authenticates c by its console session: it acts as
+// the session's API key. A request that changes state must also carry the
+// session's CSRF token from connmgr's own pages (403 otherwise), since a
+// browser sends the cookie whoever made the page.
+func (s *Server) authenticateSession(c *gin.Context) {
+	key, err := s.sessions.Authenticate(c.Request)
+	if err == nil && key == nil {
+		err = access.ErrUnauthenticated
+	}
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	switch c.Request.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		if err := s.sessions.CheckCSRF(c.Request); err != nil {
+			s.renderProblem(c, newProblem(http.StatusForbidden, "csrf_failed",
+				"a change made with a console session needs its CSRF token, from connmgr's own pages: "+err.Error()))
+			return
+		}
 	}
 	c.Set(ctxKey, key)
 	c.Next()
@@ -165,7 +196,7 @@ func deadline(d time.Duration) gin.HandlerFunc {
 }
 
 // require lets the request through only if the key's role grants p.
-func (s *Server) require(p security.Permission) gin.HandlerFunc {
+func (s *Server) require(p access.Permission) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if k := apiKey(c); !k.Can(p) {
 			s.renderProblem(c, newProblem(http.StatusForbidden, "forbidden",
@@ -176,9 +207,9 @@ func (s *Server) require(p security.Permission) gin.HandlerFunc {
 	}
 }
 
-func apiKey(c *gin.Context) *security.APIKey {
+func apiKey(c *gin.Context) *access.APIKey {
 	k, _ := c.Get(ctxKey)
-	key, _ := k.(*security.APIKey)
+	key, _ := k.(*access.APIKey)
 	return key
 }
 

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/connmgr/connmgr/access"
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/invoke"
+	"github.com/connmgr/connmgr/outbound"
 	"github.com/connmgr/connmgr/security"
 )
 
@@ -84,9 +87,9 @@ func problemFor(err error) *problemError {
 	case errors.Is(err, connections.ErrUnavailable):
 		return newProblem(http.StatusServiceUnavailable, "database_unavailable", "the database cannot be reached; retry later")
 	case errors.Is(err, security.ErrNeedsConsent):
-		return newProblem(http.StatusConflict, "consent_required", "the connection needs consent: POST .../consent and open the authorization URL")
+		return newProblem(http.StatusConflict, "consent_required", "the connection needs consent ("+security.Reason(err)+"): POST .../consent and open the authorization URL")
 	case errors.Is(err, security.ErrTokenUnavailable):
-		p := newProblem(http.StatusServiceUnavailable, "token_unavailable", "no token could be obtained: "+tokenDetail(err))
+		p := newProblem(http.StatusServiceUnavailable, "token_unavailable", "no token could be obtained: "+security.Reason(err))
 		if te := (*security.TokenError)(nil); errors.As(err, &te) {
 			if te.Permanent {
 				p.status = http.StatusBadGateway
@@ -95,15 +98,24 @@ func problemFor(err error) *problemError {
 			}
 		}
 		return p
-	case errors.Is(err, security.ErrNotAuthorizationCode):
-		return newProblem(http.StatusConflict, "not_authorization_code", "consent applies only to OAUTH2_AUTHORIZATION_CODE connections")
+	case errors.Is(err, security.ErrNoConsent):
+		return newProblem(http.StatusConflict, "not_authorization_code", "consent applies only to connections whose policy has a consent flow ("+
+			strings.Join(security.ConsentPolicies(), ", ")+")")
+	case errors.Is(err, security.ErrNoTokens):
+		return newProblem(http.StatusConflict, "policy_has_no_token", "only policies that obtain tokens have them")
+	case errors.Is(err, security.ErrConsentStale):
+		return newProblem(http.StatusConflict, "consent_stale", "the connection changed after consent started; start it again")
+	case errors.Is(err, connections.ErrNotInvocable):
+		return newProblem(http.StatusForbidden, "connection_not_invocable", strings.TrimPrefix(err.Error(), connections.ErrNotInvocable.Error()+": "))
+	case errors.Is(err, invoke.ErrLoop):
+		return newProblem(http.StatusLoopDetected, "loop_detected", err.Error()+": a connection whose target is connmgr itself")
 	case errors.Is(err, invoke.ErrInvalidRelativeURI):
 		return newProblem(http.StatusBadRequest, "invalid_relative_uri", err.Error())
 	case errors.Is(err, invoke.ErrTemplate):
 		return newProblem(http.StatusUnprocessableEntity, "template_mismatch", err.Error())
 	case errors.Is(err, invoke.ErrBodyTooLarge):
 		return newProblem(http.StatusRequestEntityTooLarge, "payload_too_large", "the request body is larger than the limit")
-	case errors.Is(err, invoke.ErrEgressDenied):
+	case errors.Is(err, outbound.ErrEgressDenied):
 		return newProblem(http.StatusForbidden, "egress_denied", egressDetail(err))
 	case errors.Is(err, invoke.ErrUpstreamTimeout):
 		return newProblem(http.StatusGatewayTimeout, "upstream_timeout", err.Error())
@@ -118,9 +130,9 @@ func problemFor(err error) *problemError {
 		return p
 	case errors.Is(err, context.Canceled):
 		return newProblem(499, "client_closed_request", "the caller went away")
-	case errors.Is(err, security.ErrUnauthenticated):
+	case errors.Is(err, access.ErrUnauthenticated):
 		return newProblem(http.StatusUnauthorized, "unauthorized", "send a valid API key as Authorization: Bearer <key>")
-	case errors.Is(err, security.ErrKeyNotFound):
+	case errors.Is(err, access.ErrKeyNotFound):
 		return newProblem(http.StatusNotFound, "api_key_not_found", "no such API key")
 	}
 	return newProblem(http.StatusInternalServerError, "internal_error", "connmgr failed to handle the request; the log has the details under this request id")
@@ -129,7 +141,7 @@ func problemFor(err error) *problemError {
 // egressDetail is the guard's own message: which address was refused and
 // which variable would allow it.
 func egressDetail(err error) string {
-	var de *invoke.DeniedError
+	var de *outbound.DeniedError
 	if errors.As(err, &de) {
 		return de.Error()
 	}
@@ -158,5 +170,35 @@ func (s *Server) renderProblem(c *gin.Context, p *problemError) {
 		Detail: p.detail, Instance: requestID(c), Code: p.code, Errors: p.errors}
 	c.Header("Content-Type", "application/problem+json")
 	c.Header("Cache-Control", "no-store")
-	c.AbortWithStatusJSON(p.status, body)
+	if onInvokeRoute(c) {
+		c.Header(ErrorHeader, p.code)
+	}
+	c.Abort()
+	s.writeJSON(c, p.status, body)
+}
+
+// ErrorHeader marks the answers to invokes that connmgr made itself (a
+// problem+json), as opposed to those of the target, which are relayed with
+// an allowlist of headers that never includes it. Its value is the
+// problem's code.
+const ErrorHeader = "Connmgr-Error"
+
+// onInvokeRoute reports whether c is a call to a target: the transparent
+// form /invoke/... (any method, matched or not) or the dynamic form
+// POST /api/v1/connections/{name}/invoke. A problem on such a route carries
+// ErrorHeader, so that a caller can tell it from the target's own answer
+// with the same status.
+func onInvokeRoute(c *gin.Context) bool {
+	switch c.FullPath() {
+	case "/api/v1/connections/:name/invoke", "/invoke/:name", "/invoke/:name/*path":
+		return true
+	}
+	p := c.Request.URL.Path
+	if strings.HasPrefix(p, "/invoke/") {
+		return true
+	}
+	// An unmatched method on the dynamic form (GET .../invoke is 405).
+	rest, ok := strings.CutPrefix(p, "/api/v1/connections/")
+	name, tail, _ := strings.Cut(rest, "/")
+	return ok && name != "" && tail == "invoke"
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"html/template"
 	"net/http"
@@ -15,17 +14,12 @@ import (
 	"github.com/connmgr/connmgr/security"
 )
 
-type testResultBody struct {
-	Result    string `json:"result"`
-	Detail    string `json:"detail"`
-	LatencyMs int64  `json:"latencyMs"`
-}
-
 type tokenInfoBody struct {
 	Present       bool       `json:"present"`
 	ObtainedAt    *time.Time `json:"obtainedAt,omitempty"`
 	ExpiresAt     *time.Time `json:"expiresAt,omitempty"`
 	RefreshAt     *time.Time `json:"refreshAt,omitempty"`
+	LastRefreshAt *time.Time `json:"lastRefreshAt,omitempty"`
 	Scopes        []string   `json:"scopes,omitempty"`
 	Refreshable   bool       `json:"refreshable"`
 	LastError     string     `json:"lastError,omitempty"`
@@ -38,17 +32,10 @@ type consentBody struct {
 	ExpiresAt        time.Time `json:"expiresAt"`
 }
 
-func timePtr(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
-}
-
 // loadConnection reads the {name} connection, rendering a problem and
 // returning nil when it cannot.
 func (s *Server) loadConnection(c *gin.Context) *connections.Connection {
-	conn, err := s.conns.Store.Get(c.Request.Context(), c.Param("name"))
+	conn, err := s.conns.Get(c.Request.Context(), c.Param("name"))
 	if err != nil {
 		s.fail(c, err)
 		return nil
@@ -56,57 +43,20 @@ func (s *Server) loadConnection(c *gin.Context) *connections.Connection {
 	return conn
 }
 
-var errNoTokens = newProblem(http.StatusConflict, "policy_has_no_token",
-	"only OAuth 2.0 policies have tokens")
-
-// testConnection runs a live test: a fresh token for OAuth policies, the
-// test request for the others. It records status and lastTest.
+// testConnection runs a live test: it obtains the credential and calls the
+// target, and records status and lastTest.
 func (s *Server) testConnection(c *gin.Context) {
 	conn := s.loadConnection(c)
 	if conn == nil {
 		return
 	}
-	ctx := c.Request.Context()
-	start := time.Now()
-	var ok bool
-	var detail string
-	status := connections.StatusError
-	if conn.Security.Policy.OAuth() {
-		_, err := s.tokens.Refresh(ctx, conn)
-		ok, detail = err == nil, tokenDetail(err)
-		if errors.Is(err, security.ErrNeedsConsent) {
-			status = connections.StatusNeedsConsent
-		}
-	} else {
-		out := s.tester(ctx, conn)
-		ok, detail = out.OK, out.Detail
-	}
-	latency := time.Since(start)
-	if ok {
-		status = connections.StatusConfigured
-	}
-	result := connections.NewTestResult(time.Now(), ok, detail)
-	s.audit.Tested(ctx, conn, result.Result, detail)
-	if err := s.conns.SetStatus(context.WithoutCancel(ctx), conn, status, result, detail); err != nil {
+	r, err := s.tester.Test(c.Request.Context(), conn)
+	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, testResultBody{Result: result.Result, Detail: detail, LatencyMs: latency.Milliseconds()})
-}
-
-// tokenDetail says why a token request failed, without secrets.
-func tokenDetail(err error) string {
-	var te *security.TokenError
-	switch {
-	case err == nil:
-		return "token obtained"
-	case errors.As(err, &te):
-		return te.Reason
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return "timed out waiting for a token"
-	}
-	return "token request failed"
+	s.writeJSON(c, http.StatusOK, testOut(r))
 }
 
 func (s *Server) renderTokenInfo(c *gin.Context, conn *connections.Connection) {
@@ -116,30 +66,20 @@ func (s *Server) renderTokenInfo(c *gin.Context, conn *connections.Connection) {
 		return
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, tokenInfoBody{Present: info.Present, ObtainedAt: timePtr(info.ObtainedAt),
-		ExpiresAt: timePtr(info.ExpiresAt), RefreshAt: timePtr(info.RefreshAt), Scopes: info.Scopes,
-		Refreshable: info.Refreshable, LastError: info.LastError, Failures: info.Failures,
+	s.writeJSON(c, http.StatusOK, tokenInfoBody{Present: info.Present, ObtainedAt: timePtr(info.ObtainedAt),
+		ExpiresAt: timePtr(info.ExpiresAt), RefreshAt: timePtr(info.RefreshAt), LastRefreshAt: timePtr(info.LastRefreshAt),
+		Scopes: info.Scopes, Refreshable: info.Refreshable, LastError: info.LastError, Failures: info.Failures,
 		NextAttemptAt: timePtr(info.NextAttempt)})
 }
 
-// oauthConnection is loadConnection for connections that have tokens.
-func (s *Server) oauthConnection(c *gin.Context) *connections.Connection {
-	conn := s.loadConnection(c)
-	if conn != nil && !conn.Security.Policy.OAuth() {
-		s.fail(c, errNoTokens)
-		return nil
-	}
-	return conn
-}
-
 func (s *Server) getToken(c *gin.Context) {
-	if conn := s.oauthConnection(c); conn != nil {
+	if conn := s.loadConnection(c); conn != nil {
 		s.renderTokenInfo(c, conn)
 	}
 }
 
 func (s *Server) refreshToken(c *gin.Context) {
-	conn := s.oauthConnection(c)
+	conn := s.loadConnection(c)
 	if conn == nil {
 		return
 	}
@@ -155,68 +95,76 @@ func (s *Server) startConsent(c *gin.Context) {
 	if conn == nil {
 		return
 	}
-	u, err := s.consent.Start(c.Request.Context(), conn, actor(c))
+	u, expires, err := s.consent.Start(c.Request.Context(), conn, actor(c))
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	s.audit.Consent(c.Request.Context(), conn, audit.ActionConsentStarted, "")
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, consentBody{AuthorizationURL: u, ExpiresAt: time.Now().UTC().Add(security.StateLifetime).Truncate(time.Second)})
+	s.writeJSON(c, http.StatusOK, consentBody{AuthorizationURL: u, ExpiresAt: expires.Truncate(time.Second)})
 }
 
 var callbackPage = template.Must(template.New("callback").Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>connmgr: {{.Title}}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>connmgr: {{.Title}}</title>
 <style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}
 h1{font-size:1.4em}.ok{color:#176317}.fail{color:#a11}code{background:#f3f3f3;padding:0 .2em}</style></head>
 <body><h1 class="{{.Class}}">{{.Title}}</h1><p>{{.Message}}</p>
 {{if .Connection}}<p>Connection: <code>{{.Connection}}</code></p>{{end}}
-<p>You can close this window.</p></body></html>
+{{if .Back}}<p><a href="{{.Back}}">Back to the connection</a></p>{{else}}<p>You can close this window.</p>{{end}}</body></html>
 `))
+
+// callbackOutcome says what a consent callback's result means for the
+// person in the browser: the status, a title and a message.
+func callbackOutcome(err error) (status int, title, message string) {
+	switch {
+	case err == nil:
+		return http.StatusOK, "Consent given", "connmgr obtained the tokens; the connection is configured."
+	case errors.Is(err, security.ErrInvalidState):
+		return http.StatusBadRequest, "Link expired or already used",
+			"This consent link is unknown, was used already, or is older than 10 minutes. Start the consent again."
+	case errors.Is(err, security.ErrIssuerMismatch):
+		return http.StatusBadRequest, "Wrong issuer",
+			"The response names an issuer (iss) other than the one configured for the connection; no token was requested."
+	case errors.Is(err, security.ErrIssuerMissing):
+		return http.StatusBadRequest, "Issuer missing",
+			"The response carries no iss, but the authorization server advertises it (RFC 9207) or the connection requires it; no token was requested."
+	case errors.Is(err, security.ErrConsentStale):
+		return http.StatusConflict, "Connection changed",
+			"The connection's credentials changed after this consent started; start the consent again."
+	case errors.Is(err, security.ErrConsentDenied):
+		return http.StatusBadRequest, "Consent not given", "The authorization server reported: " + errText(err) + "."
+	case errors.Is(err, security.ErrTokenUnavailable):
+		return http.StatusBadGateway, "Token exchange failed",
+			"The authorization server did not give tokens for the code: " + security.Reason(err) + "."
+	}
+	p := problemFor(err)
+	return p.status, "Consent failed", p.detail
+}
 
 // oauthCallback is the redirect target of the consent flow. It needs no
 // API key: the single-use state authenticates it. The query holds the
 // authorization code, so it is never logged.
 func (s *Server) oauthCallback(c *gin.Context) {
-	conn, err := s.consent.Complete(c.Request.Context(), c.Request.URL.Query())
-	page := struct{ Title, Message, Connection, Class string }{Class: "fail"}
+	// The callback has no API key: its audit events are the callback's.
+	ctx := audit.WithRequest(c.Request.Context(), "oauth-callback", requestID(c))
+	conn, err := s.consent.Complete(ctx, c.Request.URL.Query())
+	status, title, message := callbackOutcome(err)
+	page := struct{ Title, Message, Connection, Class, Back string }{Title: title, Message: message, Class: "fail"}
+	if err == nil {
+		page.Class = "ok"
+	}
 	if conn != nil {
 		page.Connection = conn.Name
-	}
-	status := http.StatusOK
-	switch {
-	case err == nil:
-		page.Title, page.Message, page.Class = "Consent given", "connmgr obtained the tokens; the connection is configured.", "ok"
-	case errors.Is(err, security.ErrInvalidState):
-		status = http.StatusBadRequest
-		page.Title, page.Message = "Link expired or already used", "This consent link is unknown, was used already, or is older than 10 minutes. Start the consent again."
-	case errors.Is(err, security.ErrIssuerMismatch):
-		status = http.StatusBadRequest
-		page.Title, page.Message = "Wrong issuer", "The response came from an authorization server other than the one configured (iss does not match); no token was requested."
-	case errors.Is(err, security.ErrConsentDenied):
-		status = http.StatusBadRequest
-		page.Title, page.Message = "Consent not given", "The authorization server reported: "+errText(err)+"."
-	case errors.Is(err, security.ErrTokenUnavailable):
-		status = http.StatusBadGateway
-		page.Title, page.Message = "Token exchange failed", "The authorization server did not give tokens for the code: "+tokenDetail(err)+"."
-	default:
-		p := problemFor(err)
-		status = p.status
-		page.Title, page.Message = "Consent failed", p.detail
-		if status >= 500 {
-			s.logger(c).Error("consent callback failed", "error", err.Error())
-		}
+		page.Back = "/console/connections/" + conn.Name
 	}
 	if err != nil {
-		s.logger(c).Warn("consent callback refused", "connection", page.Connection, "status", status)
-	}
-	if conn != nil {
-		action, detail := audit.ActionConsentFinished, ""
-		if err != nil {
-			action, detail = audit.ActionConsentFailed, page.Title
+		level := "consent callback refused"
+		if status >= 500 {
+			s.logger(c).Error(level, "connection", page.Connection, "status", status, "error", err.Error())
+		} else {
+			s.logger(c).Warn(level, "connection", page.Connection, "status", status)
 		}
-		ctx := audit.WithRequest(c.Request.Context(), "oauth-callback", requestID(c))
-		s.audit.Consent(ctx, conn, action, detail)
 	}
 	c.Header("Referrer-Policy", "no-referrer")
 	c.Header("Cache-Control", "no-store")

@@ -19,10 +19,6 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
-
-	"gorm.io/gorm"
-
-	"github.com/connmgr/connmgr/connections"
 )
 
 // The actions of audit events. The strings are stable: clients filter on
@@ -80,12 +76,23 @@ type Filter struct {
 	Limit int
 }
 
-// Store keeps audit events in the audit_events table (SQLite or
-// PostgreSQL), which it only ever inserts into. It is safe for concurrent
-// use. Set its fields before first use.
-type Store struct {
-	db  *gorm.DB
-	key []byte
+// Events keeps the audit log's events, append only. Implementations are
+// safe for concurrent use and return errors wrapping
+// connections.ErrUnavailable when the database cannot be reached.
+type Events interface {
+	// Append adds events (their IDs unset) in one write: all or none.
+	Append(ctx context.Context, events []Event) error
+	// List returns up to f.Limit (1..MaxLimit) events that match f, largest
+	// ID first, and whether more follow.
+	List(ctx context.Context, f Filter) (events []Event, more bool, err error)
+}
+
+// Log is the audit log: it records events (the observers below) into
+// Events and serves them. It is safe for concurrent use. Set its fields
+// before first use.
+type Log struct {
+	events Events
+	key    []byte
 	// Now stamps events; time.Now when nil.
 	Now func() time.Time
 	// Logger receives the errors of observers, which cannot return them;
@@ -95,29 +102,30 @@ type Store struct {
 	failures atomic.Int64
 }
 
-// NewStore returns a store on db (migrated to include audit_events).
-// fingerprintKey keys the HMAC of secret fingerprints; it must be secret,
-// or a reader of the log could test guesses of a secret against its
-// fingerprint. It panics when the key is shorter than 16 bytes.
-func NewStore(db *gorm.DB, fingerprintKey []byte) *Store {
+// New returns the log over events. fingerprintKey keys the HMAC of secret
+// fingerprints; it must be secret, or a reader of the log could test
+// guesses of a secret against its fingerprint, and stable (not rotated
+// with the encryption keys), or the same secret would change fingerprint.
+// It panics when the key is shorter than 16 bytes.
+func New(events Events, fingerprintKey []byte) *Log {
 	if len(fingerprintKey) < 16 {
 		panic("audit: fingerprint key must be at least 16 bytes")
 	}
-	return &Store{db: db, key: append([]byte(nil), fingerprintKey...)}
+	return &Log{events: events, key: append([]byte(nil), fingerprintKey...)}
 }
 
 // Fingerprint returns "hmac-sha256:" and the first 16 hex digits of the
 // HMAC-SHA256 of secret under the store's key. Equal secrets have equal
 // fingerprints, so the log shows whether a secret changed without showing
 // it.
-func (s *Store) Fingerprint(secret string) string {
+func (s *Log) Fingerprint(secret string) string {
 	mac := hmac.New(sha256.New, s.key)
 	mac.Write([]byte(secret))
 	return "hmac-sha256:" + hex.EncodeToString(mac.Sum(nil))[:16]
 }
 
 // Failures returns how many events observers failed to record.
-func (s *Store) Failures() int64 { return s.failures.Load() }
+func (s *Log) Failures() int64 { return s.failures.Load() }
 
 type requestKey struct{}
 
@@ -129,68 +137,50 @@ func WithRequest(ctx context.Context, actor, requestID string) context.Context {
 	return context.WithValue(ctx, requestKey{}, request{actor, requestID})
 }
 
-// eventRow is an audit_events row.
-type eventRow struct {
-	ID         int64     `gorm:"column:id;primaryKey"`
-	At         time.Time `gorm:"column:at"`
-	Actor      string    `gorm:"column:actor"`
-	Action     string    `gorm:"column:action"`
-	Connection string    `gorm:"column:connection"`
-	Detail     string    `gorm:"column:detail"`
-	RequestID  string    `gorm:"column:request_id"`
-}
-
-func (eventRow) TableName() string { return "audit_events" }
-
 // Record appends e to the log. It sets At to now when zero, and Actor and
 // RequestID from the context (see WithRequest) when empty; an event with
 // no actor anywhere is recorded as SystemActor's. Returns an error when
 // e has no Action or a Detail that is not JSON, and one wrapping
 // connections.ErrUnavailable when the database cannot be reached.
-func (s *Store) Record(ctx context.Context, e Event) error {
+func (s *Log) Record(ctx context.Context, e Event) error {
 	return s.record(ctx, []Event{e})
 }
 
-// record inserts events in one statement: all or none.
-func (s *Store) record(ctx context.Context, events []Event) error {
+// record appends events in one write: all or none.
+func (s *Log) record(ctx context.Context, events []Event) error {
 	req, _ := ctx.Value(requestKey{}).(request)
 	now := s.now()
-	rows := make([]eventRow, len(events))
+	out := make([]Event, len(events))
 	for i, e := range events {
 		if e.Action == "" {
 			return errors.New("record audit event: no action")
 		}
-		detail := []byte("{}")
-		if len(e.Detail) > 0 {
-			var err error
-			if detail, err = json.Marshal(e.Detail); err != nil {
-				return fmt.Errorf("record audit event %s: detail: %w", e.Action, err)
-			}
+		if _, err := json.Marshal(e.Detail); err != nil {
+			return fmt.Errorf("record audit event %s: detail: %w", e.Action, err)
 		}
-		r := eventRow{At: e.At, Actor: e.Actor, Action: e.Action, Connection: e.Connection,
-			Detail: string(detail), RequestID: e.RequestID}
-		if r.At.IsZero() {
-			r.At = now
+		if e.At.IsZero() {
+			e.At = now
 		}
-		r.At = r.At.UTC().Truncate(time.Microsecond)
-		if r.Actor == "" {
-			r.Actor = req.actor
+		e.At = e.At.UTC().Truncate(time.Microsecond)
+		if e.Actor == "" {
+			e.Actor = req.actor
 		}
-		if r.Actor == "" {
-			r.Actor = SystemActor
+		if e.Actor == "" {
+			e.Actor = SystemActor
 		}
-		if r.RequestID == "" {
-			r.RequestID = req.id
+		if e.RequestID == "" {
+			e.RequestID = req.id
 		}
-		rows[i] = r
+		e.ID = 0
+		out[i] = e
 	}
-	if err := s.db.WithContext(ctx).Create(&rows).Error; err != nil {
-		return fmt.Errorf("record audit event %s: %w", events[0].Action, connections.Translate(err))
+	if err := s.events.Append(ctx, out); err != nil {
+		return fmt.Errorf("record audit event %s: %w", events[0].Action, err)
 	}
 	return nil
 }
 
-func (s *Store) now() time.Time {
+func (s *Log) now() time.Time {
 	if s.Now != nil {
 		return s.Now()
 	}
@@ -201,44 +191,13 @@ func (s *Store) now() time.Time {
 // first, and whether more follow; the next page is f with Before set to
 // the ID of the last event returned. Returns an error wrapping
 // connections.ErrUnavailable when the database cannot be reached.
-func (s *Store) List(ctx context.Context, f Filter) (events []Event, more bool, err error) {
-	limit := f.Limit
-	if limit <= 0 || limit > MaxLimit {
-		limit = MaxLimit
+func (s *Log) List(ctx context.Context, f Filter) (events []Event, more bool, err error) {
+	if f.Limit <= 0 || f.Limit > MaxLimit {
+		f.Limit = MaxLimit
 	}
-	q := s.db.WithContext(ctx).Model(&eventRow{}).Order("id DESC").Limit(limit + 1)
-	for _, c := range []struct{ column, value string }{
-		{"connection", f.Connection}, {"actor", f.Actor}, {"action", f.Action}} {
-		if c.value != "" {
-			q = q.Where(c.column+" = ?", c.value)
-		}
-	}
-	// Times are compared in UTC, the zone they are stored in: SQLite
-	// compares them as text.
-	if !f.Since.IsZero() {
-		q = q.Where("at >= ?", f.Since.UTC())
-	}
-	if !f.Until.IsZero() {
-		q = q.Where("at < ?", f.Until.UTC())
-	}
-	if f.Before > 0 {
-		q = q.Where("id < ?", f.Before)
-	}
-	var rows []eventRow
-	if err := q.Find(&rows).Error; err != nil {
-		return nil, false, fmt.Errorf("list audit events: %w", connections.Translate(err))
-	}
-	if more = len(rows) > limit; more {
-		rows = rows[:limit]
-	}
-	events = make([]Event, len(rows))
-	for i, r := range rows {
-		e := Event{ID: r.ID, At: r.At.UTC(), Actor: r.Actor, Action: r.Action, Connection: r.Connection,
-			RequestID: r.RequestID}
-		if err := json.Unmarshal([]byte(r.Detail), &e.Detail); err != nil {
-			return nil, false, fmt.Errorf("audit event %d: corrupt detail: %w", r.ID, err)
-		}
-		events[i] = e
+	events, more, err = s.events.List(ctx, f)
+	if err != nil {
+		return nil, false, fmt.Errorf("list audit events: %w", err)
 	}
 	return events, more, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
@@ -24,9 +23,10 @@ import (
 
 	"github.com/connmgr/connmgr/audit"
 	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/connections/connectionstest"
 	"github.com/connmgr/connmgr/migrations"
 	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/store"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 var testKey = []byte("audit-test-fingerprint-key-32byt")
@@ -52,38 +52,34 @@ func (c *clock) Set(t time.Time) {
 	c.t = t
 }
 
-// testEnv is a migrated database on one engine with an audit store on it.
+// testEnv is a migrated database on one engine with an audit log on it.
 type testEnv struct {
-	engine connectionstest.Engine
-	db     *connections.DB
-	store  *audit.Store
+	engine storetest.Engine
+	db     *store.DB
+	log    *audit.Log
 	clock  *clock
 }
 
-func newEnv(t *testing.T, engine connectionstest.Engine) *testEnv {
+func newEnv(t *testing.T, engine storetest.Engine) *testEnv {
 	t.Helper()
-	db := connectionstest.Open(t, engine)
+	db := storetest.Open(t, engine)
 	c := &clock{t: t0}
-	store := audit.NewStore(db.DB, testKey)
-	store.Now = c.Now
-	return &testEnv{engine: engine, db: db, store: store, clock: c}
+	log := audit.New(store.NewAuditEvents(db), testKey)
+	log.Now = c.Now
+	return &testEnv{engine: engine, db: db, log: log, clock: c}
 }
 
 // forEngine runs f on a fresh database for every engine under test.
 func forEngine(t *testing.T, f func(t *testing.T, env *testEnv)) {
-	for _, engine := range connectionstest.Engines(t) {
+	for _, engine := range storetest.Engines(t) {
 		t.Run(string(engine), func(t *testing.T) { f(t, newEnv(t, engine)) })
 	}
 }
 
-func canary(what string) string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return "canary-" + what + "-" + hex.EncodeToString(b)
-}
+var canary = storetest.Canary
 
 // all returns every event of the log, oldest first.
-func all(t *testing.T, s *audit.Store, f audit.Filter) []audit.Event {
+func all(t *testing.T, s *audit.Log, f audit.Filter) []audit.Event {
 	t.Helper()
 	var events []audit.Event
 	for {
@@ -116,14 +112,14 @@ func TestRecordList(t *testing.T) {
 		want := audit.Event{At: at, Actor: "alice", Action: audit.ActionConnectionUpdated, Connection: "Conn_A",
 			Detail: map[string]any{"changed": []any{"baseUrl", "headers"}, "credentialsReset": true,
 				"note": `quotes " and \ and ünïcode`}, RequestID: "req-1"}
-		if err := env.store.Record(ctx, want); err != nil {
+		if err := env.log.Record(ctx, want); err != nil {
 			t.Fatalf("Record = %v", err)
 		}
-		if err := env.store.Record(ctx, audit.Event{Action: audit.ActionConnectionDeleted, Connection: "Conn_A"}); err != nil {
+		if err := env.log.Record(ctx, audit.Event{Action: audit.ActionConnectionDeleted, Connection: "Conn_A"}); err != nil {
 			t.Fatalf("Record(no detail) = %v", err)
 		}
 
-		got, more, err := env.store.List(ctx, audit.Filter{})
+		got, more, err := env.log.List(ctx, audit.Filter{})
 		if err != nil || more || len(got) != 2 {
 			t.Fatalf("List = %d events, more %v, %v; want 2, false, nil", len(got), more, err)
 		}
@@ -154,12 +150,12 @@ func TestRecordInvalid(t *testing.T) {
 			{"detail not JSON", audit.Event{Action: audit.ActionConnectionTested, Detail: map[string]any{"f": func() {}}}},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
-				if err := env.store.Record(ctx, tt.e); err == nil {
+				if err := env.log.Record(ctx, tt.e); err == nil {
 					t.Errorf("Record(%+v) = nil, want an error", tt.e)
 				}
 			})
 		}
-		if events := all(t, env.store, audit.Filter{}); len(events) != 0 {
+		if events := all(t, env.log, audit.Filter{}); len(events) != 0 {
 			t.Errorf("log after invalid records = %+v, want empty", events)
 		}
 	})
@@ -175,27 +171,27 @@ func TestWithRequest(t *testing.T) {
 			actor, reqID string
 		}{
 			{"from the context", func() error {
-				return env.store.Record(req, audit.Event{Action: audit.ActionConnectionTested})
+				return env.log.Record(req, audit.Event{Action: audit.ActionConnectionTested})
 			}, "alice", "req-7"},
 			{"explicit actor wins", func() error {
-				return env.store.Record(req, audit.Event{Action: audit.ActionConnectionTested, Actor: "bob"})
+				return env.log.Record(req, audit.Event{Action: audit.ActionConnectionTested, Actor: "bob"})
 			}, "bob", "req-7"},
 			{"explicit request id wins", func() error {
-				return env.store.Record(req, audit.Event{Action: audit.ActionConnectionTested, RequestID: "req-8"})
+				return env.log.Record(req, audit.Event{Action: audit.ActionConnectionTested, RequestID: "req-8"})
 			}, "alice", "req-8"},
 			{"no request: connmgr itself", func() error {
-				return env.store.Record(context.Background(), audit.Event{Action: audit.ActionConnectionTested})
+				return env.log.Record(context.Background(), audit.Event{Action: audit.ActionConnectionTested})
 			}, audit.SystemActor, ""},
 			{"status observer", func() error {
-				env.store.StatusChanged(req, c, connections.StatusDraft, connections.StatusConfigured, "ok")
+				env.log.StatusChanged(req, c, connections.StatusDraft, connections.StatusConfigured, "ok")
 				return nil
 			}, "alice", "req-7"},
 			{"change observer without actor", func() error {
-				env.store.ConnectionChanged(req, connections.Change{Old: c})
+				env.log.ConnectionChanged(req, connections.Change{Old: c})
 				return nil
 			}, "alice", "req-7"},
 			{"change observer actor wins", func() error {
-				env.store.ConnectionChanged(req, connections.Change{Old: c, Actor: "carol"})
+				env.log.ConnectionChanged(req, connections.Change{Old: c, Actor: "carol"})
 				return nil
 			}, "carol", "req-7"},
 		}
@@ -204,7 +200,7 @@ func TestWithRequest(t *testing.T) {
 				if err := tt.record(); err != nil {
 					t.Fatalf("Record = %v", err)
 				}
-				got, _, err := env.store.List(context.Background(), audit.Filter{Limit: 1})
+				got, _, err := env.log.List(context.Background(), audit.Filter{Limit: 1})
 				if err != nil || len(got) != 1 {
 					t.Fatalf("List = %v, %v", got, err)
 				}
@@ -233,7 +229,7 @@ func TestListFilter(t *testing.T) {
 		for i, s := range seed {
 			env.clock.Set(t0.Add(s.at))
 			e := audit.Event{Actor: s.actor, Action: s.action, Connection: s.connection, RequestID: fmt.Sprintf("e%d", i+1)}
-			if err := env.store.Record(ctx, e); err != nil {
+			if err := env.log.Record(ctx, e); err != nil {
 				t.Fatalf("Record(%+v) = %v", e, err)
 			}
 		}
@@ -266,7 +262,7 @@ func TestListFilter(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				events, more, err := env.store.List(ctx, tt.filter)
+				events, more, err := env.log.List(ctx, tt.filter)
 				if err != nil {
 					t.Fatalf("List(%+v) = %v", tt.filter, err)
 				}
@@ -290,14 +286,14 @@ func TestListPaging(t *testing.T) {
 			if i%2 == 1 {
 				conn = "Conn_B"
 			}
-			if err := env.store.Record(ctx, audit.Event{Action: audit.ActionConnectionTested, Connection: conn,
+			if err := env.log.Record(ctx, audit.Event{Action: audit.ActionConnectionTested, Connection: conn,
 				RequestID: fmt.Sprint(i + 1)}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		pages := func(f audit.Filter) (got [][]string, mores []bool) {
 			for {
-				events, more, err := env.store.List(ctx, f)
+				events, more, err := env.log.List(ctx, f)
 				if err != nil {
 					t.Fatalf("List(%+v) = %v", f, err)
 				}
@@ -332,7 +328,7 @@ func TestListPaging(t *testing.T) {
 			})
 		}
 
-		first, _, err := env.store.List(ctx, audit.Filter{Limit: 1})
+		first, _, err := env.log.List(ctx, audit.Filter{Limit: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,7 +343,7 @@ func TestListPaging(t *testing.T) {
 			{"zero is no cursor", 0, 7},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
-				events, _, err := env.store.List(ctx, audit.Filter{Before: tt.before})
+				events, _, err := env.log.List(ctx, audit.Filter{Before: tt.before})
 				if err != nil || len(events) != tt.want {
 					t.Errorf("List(Before %d) = %d events, %v; want %d", tt.before, len(events), err, tt.want)
 				}
@@ -361,11 +357,11 @@ func TestListPaging(t *testing.T) {
 
 		// An event recorded while paging shows on the next fresh start, not
 		// in the middle of the pages.
-		page1, _, _ := env.store.List(ctx, audit.Filter{Limit: 3})
-		if err := env.store.Record(ctx, audit.Event{Action: audit.ActionConnectionTested, RequestID: "8"}); err != nil {
+		page1, _, _ := env.log.List(ctx, audit.Filter{Limit: 3})
+		if err := env.log.Record(ctx, audit.Event{Action: audit.ActionConnectionTested, RequestID: "8"}); err != nil {
 			t.Fatal(err)
 		}
-		page2, _, _ := env.store.List(ctx, audit.Filter{Limit: 3, Before: page1[2].ID})
+		page2, _, _ := env.log.List(ctx, audit.Filter{Limit: 3, Before: page1[2].ID})
 		if page2[0].RequestID != "4" {
 			t.Errorf("second page after a new event starts with %q, want %q", page2[0].RequestID, "4")
 		}
@@ -377,7 +373,7 @@ func TestListLimit(t *testing.T) {
 		ctx := context.Background()
 		const n = audit.MaxLimit + 1
 		for i := range n {
-			if err := env.store.Record(ctx, audit.Event{Action: audit.ActionConnectionTested, RequestID: fmt.Sprint(i)}); err != nil {
+			if err := env.log.Record(ctx, audit.Event{Action: audit.ActionConnectionTested, RequestID: fmt.Sprint(i)}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -390,7 +386,7 @@ func TestListLimit(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(fmt.Sprint(tt.limit), func(t *testing.T) {
-				events, more, err := env.store.List(ctx, audit.Filter{Limit: tt.limit})
+				events, more, err := env.log.List(ctx, audit.Filter{Limit: tt.limit})
 				if err != nil || len(events) != tt.want || !more {
 					t.Errorf("List(Limit %d) = %d events, more %v, %v; want %d, more true", tt.limit, len(events), more, err, tt.want)
 				}
@@ -399,7 +395,7 @@ func TestListLimit(t *testing.T) {
 				}
 			})
 		}
-		last, more, err := env.store.List(ctx, audit.Filter{Limit: 2, Before: 3})
+		last, more, err := env.log.List(ctx, audit.Filter{Limit: 2, Before: 3})
 		if err != nil || len(last) != 2 || more {
 			t.Errorf("List(Limit 2, Before 3) = %d events, more %v, %v; want 2, more false", len(last), more, err)
 		}
@@ -410,11 +406,11 @@ func TestAppendOnly(t *testing.T) {
 	forEngine(t, func(t *testing.T, env *testEnv) {
 		ctx := context.Background()
 		for _, a := range []string{"alice", "bob"} {
-			if err := env.store.Record(ctx, audit.Event{Actor: a, Action: audit.ActionConnectionCreated, Connection: "Conn_A"}); err != nil {
+			if err := env.log.Record(ctx, audit.Event{Actor: a, Action: audit.ActionConnectionCreated, Connection: "Conn_A"}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		before := all(t, env.store, audit.Filter{})
+		before := all(t, env.log, audit.Filter{})
 		statements := []string{
 			"UPDATE audit_events SET actor = 'mallory'",
 			"UPDATE audit_events SET detail = '{}' WHERE actor = 'alice'",
@@ -422,7 +418,7 @@ func TestAppendOnly(t *testing.T) {
 			"DELETE FROM audit_events",
 			"DELETE FROM audit_events WHERE actor = 'bob'",
 		}
-		if env.engine == connectionstest.Postgres {
+		if env.engine == storetest.Postgres {
 			statements = append(statements, "TRUNCATE audit_events")
 		}
 		for _, stmt := range statements {
@@ -431,23 +427,20 @@ func TestAppendOnly(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), "append-only") {
 					t.Errorf("Exec(%q) = %v, want the append-only error", stmt, err)
 				}
-				if errors.Is(connections.Translate(err), connections.ErrUnavailable) {
-					t.Errorf("Translate(%v) is ErrUnavailable, want a plain error", err)
-				}
 			})
 		}
-		if after := all(t, env.store, audit.Filter{}); !reflect.DeepEqual(after, before) {
+		if after := all(t, env.log, audit.Filter{}); !reflect.DeepEqual(after, before) {
 			t.Errorf("log after refused writes = %+v, want %+v", after, before)
 		}
-		if err := env.store.Record(ctx, audit.Event{Action: audit.ActionConnectionDeleted}); err != nil {
+		if err := env.log.Record(ctx, audit.Event{Action: audit.ActionConnectionDeleted}); err != nil {
 			t.Errorf("Record after refused writes = %v", err)
 		}
 	})
 }
 
 func TestFingerprint(t *testing.T) {
-	s := audit.NewStore(nil, testKey)
-	other := audit.NewStore(nil, []byte("another-key-of-enough-length-32b"))
+	s := audit.New(nil, testKey)
+	other := audit.New(nil, []byte("another-key-of-enough-length-32b"))
 	format := regexp.MustCompile(`^hmac-sha256:[0-9a-f]{16}$`)
 	secret := canary("secret")
 	fp := s.Fingerprint(secret)
@@ -478,17 +471,17 @@ func TestFingerprint(t *testing.T) {
 	}
 	defer func() {
 		if recover() == nil {
-			t.Errorf("NewStore(short key) did not panic")
+			t.Errorf("New(short key) did not panic")
 		}
 	}()
-	audit.NewStore(nil, []byte("short"))
+	audit.New(nil, []byte("short"))
 }
 
-// closedStore returns a store on a database that is closed.
-func closedStore(t *testing.T, engine connectionstest.Engine, log *slog.Logger) *audit.Store {
+// closedLog returns a log on a database that is closed.
+func closedLog(t *testing.T, engine storetest.Engine, log *slog.Logger) *audit.Log {
 	t.Helper()
-	db := connectionstest.Open(t, engine)
-	s := audit.NewStore(db.DB, testKey)
+	db := storetest.Open(t, engine)
+	s := audit.New(store.NewAuditEvents(db), testKey)
 	s.Logger = log
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
@@ -497,11 +490,11 @@ func closedStore(t *testing.T, engine connectionstest.Engine, log *slog.Logger) 
 }
 
 func TestUnavailable(t *testing.T) {
-	for _, engine := range connectionstest.Engines(t) {
+	for _, engine := range storetest.Engines(t) {
 		t.Run(string(engine), func(t *testing.T) {
 			ctx := context.Background()
 			var logs bytes.Buffer
-			s := closedStore(t, engine, slog.New(slog.NewJSONHandler(&logs, nil)))
+			s := closedLog(t, engine, slog.New(slog.NewJSONHandler(&logs, nil)))
 			err := s.Record(ctx, audit.Event{Action: audit.ActionConnectionTested})
 			if !errors.Is(err, connections.ErrUnavailable) {
 				t.Errorf("Record on a closed database = %v, want ErrUnavailable", err)
@@ -512,7 +505,7 @@ func TestUnavailable(t *testing.T) {
 
 			secret := canary("clientSecret")
 			c := &connections.Connection{Name: "Conn_A", Role: connections.RoleInvoke, BaseURL: "https://api.example.com",
-				Security: connections.Security{Policy: connections.PolicyBasic, Username: "u", Password: connections.NewSecret(secret)}}
+				Security: &security.Basic{Username: "u", Password: connections.NewSecret(secret)}}
 			observers := []func(){
 				func() { s.ConnectionChanged(ctx, connections.Change{New: c, Actor: "alice"}) },
 				func() { s.ConnectionChanged(ctx, connections.Change{Old: c, New: c, Actor: "alice"}) },
@@ -520,7 +513,7 @@ func TestUnavailable(t *testing.T) {
 				func() { s.StatusChanged(ctx, c, connections.StatusDraft, connections.StatusError, "refused") },
 				func() { s.TokenFailed(ctx, c, "timeout") },
 				func() { s.Consent(ctx, c, audit.ActionConsentStarted, "") },
-				func() { s.Tested(ctx, c, connections.TestFailure, "refused") },
+				func() { s.Tested(ctx, c, &connections.TestResult{Result: connections.TestFailure, Detail: "refused"}) },
 				func() { s.APIKey(ctx, audit.ActionAPIKeyCreated, "k1", "ci", "developer") },
 				func() { s.TokenFailed(ctx, nil, "no connection") },
 			}
@@ -539,8 +532,8 @@ func TestUnavailable(t *testing.T) {
 		})
 	}
 	// Without a logger, failures are still counted.
-	s := closedStore(t, connectionstest.SQLite, nil)
-	s.Tested(context.Background(), nil, connections.TestSuccess, "")
+	s := closedLog(t, storetest.SQLite, nil)
+	s.Tested(context.Background(), nil, &connections.TestResult{Result: connections.TestSuccess})
 	if s.Failures() != 1 {
 		t.Errorf("Failures() without a logger = %d, want 1", s.Failures())
 	}
@@ -563,7 +556,7 @@ func TestMigration(t *testing.T) {
 		if err != nil || len(again.Applied) != 0 || again.Current != latest {
 			t.Errorf("Apply(migrated) = %+v, %v; want nothing applied, Current %d", again, err, latest)
 		}
-		if err := env.store.Record(ctx, audit.Event{Action: audit.ActionConnectionCreated}); err != nil {
+		if err := env.log.Record(ctx, audit.Event{Action: audit.ActionConnectionCreated}); err != nil {
 			t.Fatal(err)
 		}
 
@@ -587,7 +580,7 @@ func TestMigration(t *testing.T) {
 		if _, err := migrations.Apply(ctx, sqlDB, env.db.Dialect); err != nil {
 			t.Fatalf("Apply after DownTo(1) = %v", err)
 		}
-		if err := env.store.Record(ctx, audit.Event{Action: audit.ActionConnectionCreated}); err != nil {
+		if err := env.log.Record(ctx, audit.Event{Action: audit.ActionConnectionCreated}); err != nil {
 			t.Errorf("Record after down and up = %v", err)
 		}
 		if err := env.db.Exec("DELETE FROM audit_events").Error; err == nil {
@@ -606,18 +599,4 @@ func hmacPrefix(key []byte, s string) string {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(s))
 	return hex.EncodeToString(m.Sum(nil))[:16]
-}
-
-// newRing returns a key ring with a fresh key.
-func newRing(t testing.TB) *security.KeyRing {
-	t.Helper()
-	spec, err := security.GenerateKeySpec("k1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ring, err := security.ParseKeyRing(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ring
 }

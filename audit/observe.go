@@ -18,7 +18,7 @@ const observeTimeout = 5 * time.Second
 // not fail it: errors are logged and counted (Failures). The write outlives
 // the caller's context being cancelled (a client that hung up after its
 // change was made), but not observeTimeout.
-func (s *Store) observe(ctx context.Context, events ...Event) {
+func (s *Log) observe(ctx context.Context, events ...Event) {
 	if len(events) == 0 {
 		return
 	}
@@ -38,16 +38,16 @@ func (s *Store) observe(ctx context.Context, events ...Event) {
 // the names of the changed fields and a secret.set, secret.changed or
 // secret.removed per secret that differs, or connection.deleted. The events
 // of one change are written together or not at all.
-func (s *Store) ConnectionChanged(ctx context.Context, ch connections.Change) {
+func (s *Log) ConnectionChanged(ctx context.Context, ch connections.Change) {
 	var events []Event
 	switch {
 	case ch.Old == nil && ch.New != nil:
 		events = append(events, Event{Action: ActionConnectionCreated, Detail: summary(ch.New)})
-		events = append(events, s.secretEvents(&connections.Security{}, &ch.New.Security)...)
+		events = append(events, s.secretEvents(&connections.Connection{}, ch.New)...)
 	case ch.Old != nil && ch.New != nil:
 		events = append(events, Event{Action: ActionConnectionUpdated, Detail: map[string]any{
 			"changed": changed(ch.Old, ch.New), "credentialsReset": ch.CredentialsReset}})
-		events = append(events, s.secretEvents(&ch.Old.Security, &ch.New.Security)...)
+		events = append(events, s.secretEvents(ch.Old, ch.New)...)
 	case ch.Old != nil:
 		events = append(events, Event{Action: ActionConnectionDeleted, Detail: summary(ch.Old)})
 	default:
@@ -65,15 +65,33 @@ func summary(c *connections.Connection) map[string]any {
 	if u, err := url.Parse(c.BaseURL); err == nil {
 		host = strings.ToLower(u.Host)
 	}
-	return map[string]any{"role": string(c.Role), "policy": string(c.Security.Policy), "host": host}
+	return map[string]any{"role": string(c.Role), "policy": string(c.Policy()), "host": host}
 }
 
-// secretEvents compares the secrets of old and new by fingerprint only.
-func (s *Store) secretEvents(old, cur *connections.Security) []Event {
+// secretEvents compares the secrets of old and cur (their policies' and
+// TLS settings') by fingerprint only.
+func (s *Log) secretEvents(old, cur *connections.Connection) []Event {
+	values := func(c *connections.Connection) map[string]connections.Secret {
+		m := map[string]connections.Secret{}
+		for _, r := range c.AllSecrets() {
+			if v := r.Value(); v.IsSet() {
+				m[r.Path] = v
+			}
+		}
+		return m
+	}
+	ov, nv := values(old), values(cur)
+	paths := slices.Sorted(maps.Keys(ov))
+	for p := range nv {
+		if _, ok := ov[p]; !ok {
+			paths = append(paths, p)
+		}
+	}
+	slices.Sort(paths)
 	var events []Event
-	for _, f := range connections.SecretFields {
-		o, n := old.Secret(f), cur.Secret(f)
-		field := "security." + f
+	for _, p := range paths {
+		o, n := ov[p], nv[p]
+		field := connections.SecretField(p)
 		switch {
 		case !o.IsSet() && n.IsSet():
 			events = append(events, Event{Action: ActionSecretSet, Detail: map[string]any{
@@ -81,7 +99,7 @@ func (s *Store) secretEvents(old, cur *connections.Security) []Event {
 		case o.IsSet() && !n.IsSet():
 			events = append(events, Event{Action: ActionSecretRemoved, Detail: map[string]any{
 				"field": field, "oldFingerprint": s.Fingerprint(o.Reveal())}})
-		case o.IsSet() && !o.Equal(n):
+		case !o.Equal(n):
 			events = append(events, Event{Action: ActionSecretChanged, Detail: map[string]any{
 				"field": field, "oldFingerprint": s.Fingerprint(o.Reveal()), "fingerprint": s.Fingerprint(n.Reveal())}})
 		}
@@ -89,9 +107,9 @@ func (s *Store) secretEvents(old, cur *connections.Security) []Event {
 	return events
 }
 
-// field is a non-secret, configurable field of a connection: its API name,
-// its Go name (for the test that every field is compared), and whether it
-// differs between two connections.
+// field is a non-secret, configurable field of a connection outside its
+// security policy: its API name, its Go name (for the test that every
+// field is compared), and whether it differs between two connections.
 type field struct {
 	name, goName string
 	differ       func(a, b *connections.Connection) bool
@@ -101,7 +119,7 @@ func ne[T comparable](get func(c *connections.Connection) T) func(a, b *connecti
 	return func(a, b *connections.Connection) bool { return get(a) != get(b) }
 }
 
-func neSlice(get func(c *connections.Connection) []string) func(a, b *connections.Connection) bool {
+func neSlice[T comparable](get func(c *connections.Connection) []T) func(a, b *connections.Connection) bool {
 	return func(a, b *connections.Connection) bool { return !slices.Equal(get(a), get(b)) }
 }
 
@@ -116,9 +134,10 @@ func nePtr[T comparable](get func(c *connections.Connection) *T) func(a, b *conn
 	}
 }
 
-// fields lists, in API names, every field a replace can change that is
-// not a secret. Name is immutable; status, last test, version, timestamps
-// and authors are kept by connmgr, not set by a replace.
+// fields lists, in API names, every field outside security that a replace
+// can change and that is not a secret. Name is immutable; status, last
+// test, version, timestamps and authors are kept by connmgr, not set by a
+// replace. The security policy's fields come from its type (see changed).
 var fields = []field{
 	{"description", "Description", ne(func(c *connections.Connection) string { return c.Description })},
 	{"keywords", "Keywords", neSlice(func(c *connections.Connection) []string { return c.Keywords })},
@@ -130,27 +149,16 @@ var fields = []field{
 	{"testRequest", "TestRequest", nePtr(func(c *connections.Connection) *connections.TestRequest { return c.TestRequest })},
 	{"rateLimit", "RateLimit", nePtr(func(c *connections.Connection) *connections.RateLimit { return c.RateLimit })},
 	{"maxConcurrent", "MaxConcurrent", ne(func(c *connections.Connection) int { return c.MaxConcurrent })},
-	{"security.policy", "Security.Policy", ne(func(c *connections.Connection) connections.Policy { return c.Security.Policy })},
-	{"security.username", "Security.Username", ne(func(c *connections.Connection) string { return c.Security.Username })},
-	{"security.in", "Security.In", ne(func(c *connections.Connection) connections.KeyLocation { return c.Security.In })},
-	{"security.name", "Security.Name", ne(func(c *connections.Connection) string { return c.Security.Name })},
-	{"security.valuePrefix", "Security.ValuePrefix", nePtr(func(c *connections.Connection) *string { return c.Security.ValuePrefix })},
-	{"security.tokenUrl", "Security.TokenURL", ne(func(c *connections.Connection) string { return c.Security.TokenURL })},
-	{"security.authorizationUrl", "Security.AuthorizationURL", ne(func(c *connections.Connection) string { return c.Security.AuthorizationURL })},
-	{"security.clientId", "Security.ClientID", ne(func(c *connections.Connection) string { return c.Security.ClientID })},
-	{"security.scopes", "Security.Scopes", neSlice(func(c *connections.Connection) []string { return c.Security.Scopes })},
-	{"security.audience", "Security.Audience", ne(func(c *connections.Connection) string { return c.Security.Audience })},
-	{"security.extraParams", "Security.ExtraParams", neMap(func(c *connections.Connection) map[string]string { return c.Security.ExtraParams })},
-	{"security.clientAuth", "Security.ClientAuth", ne(func(c *connections.Connection) connections.ClientAuth { return c.Security.ClientAuth })},
-	{"security.keyId", "Security.KeyID", ne(func(c *connections.Connection) string { return c.Security.KeyID })},
-	{"security.issuer", "Security.Issuer", ne(func(c *connections.Connection) string { return c.Security.Issuer })},
+	{"tokenRejectedStatuses", "RejectedStatuses", neSlice(func(c *connections.Connection) []int { return c.RejectedStatuses })},
+	{"labels", "Labels", neMap(func(c *connections.Connection) map[string]string { return c.Labels })},
 }
 
 // changed returns the sorted API names of the non-secret fields that differ
-// between old and cur, such as "baseUrl" or "security.scopes". Secrets are
-// not compared here (see ConnectionChanged), nor what connmgr keeps itself:
-// status, last test, version, timestamps and authors. An empty and a
-// missing list or map are the same.
+// between old and cur, such as "baseUrl", "security.scopes" or
+// "tls.caCertificatesPem". Secrets are not compared here (see
+// ConnectionChanged), nor what connmgr keeps itself: status, last test,
+// version, timestamps and authors. An empty and a missing list or map are
+// the same.
 func changed(old, cur *connections.Connection) []string {
 	names := []string{}
 	for _, f := range fields {
@@ -158,40 +166,81 @@ func changed(old, cur *connections.Connection) []string {
 			names = append(names, f.name)
 		}
 	}
+	if old.Policy() != cur.Policy() {
+		names = append(names, "security.policy")
+	}
+	names = append(names, diff("security.", connections.FieldValues(old.Security), connections.FieldValues(cur.Security))...)
+	var ot, nt any
+	if old.TLS != nil {
+		ot = old.TLS
+	}
+	if cur.TLS != nil {
+		nt = cur.TLS
+	}
+	names = append(names, diff("tls.", connections.FieldValues(ot), connections.FieldValues(nt))...)
 	slices.Sort(names)
 	return names
 }
 
+// diff names the non-secret paths whose values differ between a and b.
+func diff(prefix string, a, b map[string]string) []string {
+	var out []string
+	for k, v := range a {
+		if w, ok := b[k]; (!ok || w != v) && v != connections.Mask {
+			out = append(out, prefix+k)
+		}
+	}
+	for k, w := range b {
+		if _, ok := a[k]; !ok && w != connections.Mask {
+			out = append(out, prefix+k)
+		}
+	}
+	return out
+}
+
 // StatusChanged is a connections.Service status observer: it records
 // status.changed with the previous and next status and why.
-func (s *Store) StatusChanged(ctx context.Context, c *connections.Connection, prev, next connections.Status, detail string) {
+func (s *Log) StatusChanged(ctx context.Context, c *connections.Connection, prev, next connections.Status, detail string) {
 	s.observe(ctx, Event{Action: ActionStatusChanged, Connection: nameOf(c),
 		Detail: map[string]any{"from": string(prev), "to": string(next), "detail": detail}})
 }
 
 // TokenFailed records token.refresh_failed for c. reason must not hold a
 // token, secret or response body.
-func (s *Store) TokenFailed(ctx context.Context, c *connections.Connection, reason string) {
+func (s *Log) TokenFailed(ctx context.Context, c *connections.Connection, reason string) {
 	s.observe(ctx, Event{Action: ActionTokenRefreshFail, Connection: nameOf(c), Detail: map[string]any{"reason": reason}})
 }
 
 // Consent records a step of c's consent flow: action is
 // ActionConsentStarted, ActionConsentFinished or ActionConsentFailed, and
 // detail says what happened, without the code, state or tokens.
-func (s *Store) Consent(ctx context.Context, c *connections.Connection, action, detail string) {
+func (s *Log) Consent(ctx context.Context, c *connections.Connection, action, detail string) {
 	s.observe(ctx, Event{Action: action, Connection: nameOf(c), Detail: map[string]any{"detail": detail}})
 }
 
-// Tested records connection.tested for a test of c with its result
-// (connections.TestSuccess or TestFailure) and detail.
-func (s *Store) Tested(ctx context.Context, c *connections.Connection, result, detail string) {
+// ConsentStep is a security.Consent observer: consent.started when
+// started, else consent.finished (err nil) or consent.failed with why.
+func (s *Log) ConsentStep(ctx context.Context, c *connections.Connection, started bool, err error) {
+	switch {
+	case started:
+		s.Consent(ctx, c, ActionConsentStarted, "")
+	case err == nil:
+		s.Consent(ctx, c, ActionConsentFinished, "")
+	default:
+		s.Consent(ctx, c, ActionConsentFailed, err.Error())
+	}
+}
+
+// Tested is an invoke.Tester observer: it records connection.tested for a
+// test of c with its result and detail.
+func (s *Log) Tested(ctx context.Context, c *connections.Connection, r *connections.TestResult) {
 	s.observe(ctx, Event{Action: ActionConnectionTested, Connection: nameOf(c),
-		Detail: map[string]any{"result": result, "detail": detail}})
+		Detail: map[string]any{"result": r.Result, "detail": r.Detail}})
 }
 
 // APIKey records ActionAPIKeyCreated or ActionAPIKeyRevoked for the API
 // key with the given id, name and role. Never pass the key itself.
-func (s *Store) APIKey(ctx context.Context, action, id, keyName, role string) {
+func (s *Log) APIKey(ctx context.Context, action, id, keyName, role string) {
 	s.observe(ctx, Event{Action: action, Detail: map[string]any{"id": id, "name": keyName, "role": role}})
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/security"
 )
 
 // countingStore counts the loads a cache makes. When hold is set, each
@@ -48,7 +49,7 @@ func update(t *testing.T, store connections.Store, name, description string) {
 func cacheEnv(t *testing.T, env *testEnv, names ...string) *countingStore {
 	t.Helper()
 	for _, name := range names {
-		if err := env.store.Create(context.Background(), sample(name, connections.PolicyBasic)); err != nil {
+		if err := env.store.Create(context.Background(), sample(name, security.PolicyBasic)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -130,22 +131,23 @@ func TestCacheObservesService(t *testing.T) {
 	forEngine(t, func(t *testing.T, env *testEnv) {
 		ctx := context.Background()
 		cache := connections.NewCache(env.store)
-		svc := &connections.Service{Store: env.store, Observers: []func(context.Context, connections.Change){cache.Observe}}
-		if err := svc.Create(ctx, "alice", newConn("Conn_A", connections.PolicyBasic)); err != nil {
+		svc := &connections.Service{Store: env.store, Fingerprints: fingerprints,
+			Observers: []func(context.Context, connections.Change){cache.Observe}}
+		if err := svc.Create(ctx, "alice", newConn("Conn_A", security.PolicyBasic)); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := cache.Get(ctx, "Conn_A"); err != nil {
 			t.Fatal(err)
 		}
-		c := newConn("Conn_A", connections.PolicyBasic)
+		c := newConn("Conn_A", security.PolicyBasic)
 		c.Description = "replaced"
-		if err := svc.Replace(ctx, "bob", 0, c); err != nil {
+		if err := svc.Replace(ctx, "bob", nil, c); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := cache.Get(ctx, "Conn_A"); err != nil || got.Description != "replaced" || got.Version != 2 {
 			t.Errorf("Get after Replace = %v, %v, want version 2", got, err)
 		}
-		if err := svc.Delete(ctx, "bob", "Conn_A", 0); err != nil {
+		if err := svc.Delete(ctx, "bob", "Conn_A", nil); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := cache.Get(ctx, "Conn_A"); !errors.Is(err, connections.ErrNotFound) {

@@ -1,6 +1,9 @@
 // Package connections is connmgr's domain: a named outbound connection, its
-// role, status and security policy, their validation rules, and the store
-// that keeps them (gorm, on SQLite or PostgreSQL, secrets encrypted).
+// role, status and health, the rules every connection follows whatever its
+// security policy (names, URLs, headers, limits, which secret may go where),
+// the service that carries out changes, and the storage interfaces it needs.
+// It knows security policies only through the Security interface; the
+// policies themselves live in package security, storage in package store.
 package connections
 
 import (
@@ -18,6 +21,9 @@ const (
 	RoleTrigger       Role = "TRIGGER"
 	RoleTriggerInvoke Role = "TRIGGER_INVOKE"
 )
+
+// Roles lists the roles.
+var Roles = []Role{RoleInvoke, RoleTrigger, RoleTriggerInvoke}
 
 // Invocable reports whether connections of role r may be invoked.
 func (r Role) Invocable() bool { return r == RoleInvoke || r == RoleTriggerInvoke }
@@ -38,48 +44,15 @@ const (
 	StatusNeedsConsent Status = "NEEDS_CONSENT"
 )
 
-// Policy names a security policy.
-type Policy string
-
-// The security policies.
-const (
-	PolicyNone              Policy = "NONE"
-	PolicyBasic             Policy = "BASIC"
-	PolicyAPIKey            Policy = "API_KEY"
-	PolicyClientCredentials Policy = "OAUTH2_CLIENT_CREDENTIALS"
-	PolicyPassword          Policy = "OAUTH2_PASSWORD"
-	PolicyAuthorizationCode Policy = "OAUTH2_AUTHORIZATION_CODE"
-)
-
-// OAuth reports whether p obtains tokens from a token endpoint.
-func (p Policy) OAuth() bool {
-	return p == PolicyClientCredentials || p == PolicyPassword || p == PolicyAuthorizationCode
-}
-
-// KeyLocation says where an API key goes.
-type KeyLocation string
-
-// The places an API key can go.
-const (
-	InHeader KeyLocation = "HEADER"
-	InQuery  KeyLocation = "QUERY"
-)
-
-// ClientAuth says how an OAuth client authenticates at the token endpoint.
-type ClientAuth string
-
-// The client authentication methods.
-const (
-	// ClientAuthBasic sends client_id and client_secret in an HTTP Basic header.
-	ClientAuthBasic ClientAuth = "BASIC_HEADER"
-	// ClientAuthBody sends them as form parameters.
-	ClientAuthBody ClientAuth = "BODY"
-	// ClientAuthPrivateKeyJWT signs a client assertion (RFC 7523).
-	ClientAuthPrivateKeyJWT ClientAuth = "PRIVATE_KEY_JWT"
-)
+// Statuses lists the statuses.
+var Statuses = []Status{StatusDraft, StatusConfigured, StatusError, StatusNeedsConsent}
 
 // DefaultTimeout is the per-call timeout of a connection that sets none.
 const DefaultTimeout = 30 * time.Second
+
+// DefaultRejectedStatuses are the target statuses that mean "token
+// rejected" when a connection lists none.
+var DefaultRejectedStatuses = []int{401}
 
 // Connection is a named outbound connection.
 type Connection struct {
@@ -89,9 +62,17 @@ type Connection struct {
 	Name        string
 	Description string
 	Keywords    []string
-	Role        Role
-	BaseURL     string
-	Security    Security
+	// Labels are key-value pairs that connections as code select by
+	// (apply --prune --selector team=orders). A replacement whose Labels
+	// is nil keeps the stored ones (see Service.Update).
+	Labels  map[string]string
+	Role    Role
+	BaseURL string
+	// Security is the connection's security policy with its settings.
+	Security Security
+	// TLS, when set, holds a client certificate and extra trusted CAs for
+	// the connection's target calls and token requests.
+	TLS *TLS
 	// Headers are sent with every call to the target.
 	Headers map[string]string
 	// ForwardHeaders names caller headers that invokes pass on, beyond the
@@ -103,43 +84,56 @@ type Connection struct {
 	RateLimit *RateLimit
 	// MaxConcurrent, when positive, limits calls in flight per process.
 	MaxConcurrent int
+	// RejectedStatuses are the target statuses that mean the token was
+	// rejected (default [401]): the token is dropped, a new one obtained
+	// and the call retried once.
+	RejectedStatuses []int
 
-	Status    Status
-	LastTest  *TestResult
-	Version   int64
-	CreatedAt time.Time
-	UpdatedAt time.Time
-	CreatedBy string
-	UpdatedBy string
+	// Fingerprint is a keyed hash of the credential configuration (base
+	// URL, security policy with its secrets, TLS). Tokens and consents
+	// belong to the fingerprint they were obtained under; one obtained under
+	// another is never stored or served. Set by the Service.
+	Fingerprint string
+
+	Status Status
+	// StatusReason says why the status is ERROR or NEEDS_CONSENT and what to
+	// do; StatusSince is when the status last changed.
+	StatusReason string
+	StatusSince  time.Time
+	LastTest     *TestResult
+	Version      int64
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	CreatedBy    string
+	UpdatedBy    string
 }
 
 // Identifier returns the name upper-cased, as Oracle Integration shows it.
 func (c *Connection) Identifier() string { return strings.ToUpper(c.Name) }
 
-// Security is a connection's security policy with its fields. Which fields
-// a policy takes is in PolicyFields; the others stay zero.
-type Security struct {
-	Policy           Policy
-	Username         string
-	Password         Secret
-	Key              Secret
-	In               KeyLocation
-	Name             string
-	ValuePrefix      *string
-	TokenURL         string
-	AuthorizationURL string
-	ClientID         string
-	ClientSecret     Secret
-	Scopes           []string
-	Audience         string
-	ExtraParams      map[string]string
-	ClientAuth       ClientAuth
-	PrivateKeyPEM    Secret
-	KeyID            string
-	Issuer           string
+// Policy returns the name of c's security policy, "" if it has none.
+func (c *Connection) Policy() Policy {
+	if c.Security == nil {
+		return ""
+	}
+	return c.Security.Policy()
 }
 
-// TestRequest is the call a connection test makes for non-OAuth policies.
+// Rejects reports whether a target status means c's token was rejected.
+func (c *Connection) Rejects(status int) bool {
+	list := c.RejectedStatuses
+	if len(list) == 0 {
+		list = DefaultRejectedStatuses
+	}
+	for _, s := range list {
+		if s == status {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRequest is the call a connection test makes to the target.
 type TestRequest struct {
 	Method      string
 	RelativeURI string
@@ -151,115 +145,41 @@ type RateLimit struct {
 	Burst             int
 }
 
-// TestResult is the outcome of the last connection test.
+// TLS is a connection's client certificate and extra trusted CAs.
+type TLS struct {
+	ClientCertificatePEM string `json:"clientCertificatePem,omitempty"`
+	// ClientKeyPEM goes wherever the connection sends its calls: the base
+	// URL and every endpoint of the security policy.
+	ClientKeyPEM      Secret `json:"clientKeyPem,omitzero" dest:"*"`
+	CACertificatesPEM string `json:"caCertificatesPem,omitempty"`
+	ServerName        string `json:"serverName,omitempty"`
+}
+
+// TestResult is the outcome of a connection test.
 type TestResult struct {
 	At     time.Time
 	Result string // "SUCCESS" or "FAILURE"
 	Detail string
+	// Latency is how long the whole test took.
+	Latency time.Duration
+	// Steps are the test's parts in order: "token" (obtaining the
+	// credential) and "request" (calling the target).
+	Steps []TestStep
 }
 
-// The results of a connection test.
+// TestStep is one part of a connection test.
+type TestStep struct {
+	Step   string
+	Result string
+	Detail string
+}
+
+// The results of a connection test and its steps.
 const (
 	TestSuccess = "SUCCESS"
 	TestFailure = "FAILURE"
+	TestSkipped = "SKIPPED"
 )
 
-// Secret field names, as they appear in the API and in the secret store.
-const (
-	FieldPassword      = "password"
-	FieldKey           = "key"
-	FieldClientSecret  = "clientSecret"
-	FieldPrivateKeyPEM = "privateKeyPem"
-)
-
-// SecretFields lists the secret fields of a security policy, in a fixed order.
-var SecretFields = []string{FieldPassword, FieldKey, FieldClientSecret, FieldPrivateKeyPEM}
-
-// Secret returns the secret field named f.
-func (s *Security) Secret(f string) Secret {
-	switch f {
-	case FieldPassword:
-		return s.Password
-	case FieldKey:
-		return s.Key
-	case FieldClientSecret:
-		return s.ClientSecret
-	case FieldPrivateKeyPEM:
-		return s.PrivateKeyPEM
-	}
-	return Secret{}
-}
-
-// SetSecret sets the secret field named f.
-func (s *Security) SetSecret(f string, v Secret) {
-	switch f {
-	case FieldPassword:
-		s.Password = v
-	case FieldKey:
-		s.Key = v
-	case FieldClientSecret:
-		s.ClientSecret = v
-	case FieldPrivateKeyPEM:
-		s.PrivateKeyPEM = v
-	}
-}
-
-// PolicyFields lists, per policy, the security fields it takes besides
-// "policy" itself.
-var PolicyFields = map[Policy][]string{
-	PolicyNone:   {},
-	PolicyBasic:  {"username", FieldPassword},
-	PolicyAPIKey: {FieldKey, "in", "name", "valuePrefix"},
-	PolicyClientCredentials: {"tokenUrl", "clientId", FieldClientSecret, "scopes", "audience",
-		"extraParams", "clientAuth", FieldPrivateKeyPEM, "keyId"},
-	PolicyPassword: {"tokenUrl", "clientId", FieldClientSecret, "scopes", "audience",
-		"extraParams", "clientAuth", FieldPrivateKeyPEM, "keyId", "username", FieldPassword},
-	PolicyAuthorizationCode: {"authorizationUrl", "tokenUrl", "clientId", FieldClientSecret, "scopes",
-		"audience", "extraParams", "clientAuth", FieldPrivateKeyPEM, "keyId", "issuer"},
-}
-
-// present returns the names of the fields of s that hold a value.
-func (s *Security) present() []string {
-	var p []string
-	add := func(name string, set bool) {
-		if set {
-			p = append(p, name)
-		}
-	}
-	add("username", s.Username != "")
-	add(FieldPassword, s.Password.IsSet())
-	add(FieldKey, s.Key.IsSet())
-	add("in", s.In != "")
-	add("name", s.Name != "")
-	add("valuePrefix", s.ValuePrefix != nil)
-	add("tokenUrl", s.TokenURL != "")
-	add("authorizationUrl", s.AuthorizationURL != "")
-	add("clientId", s.ClientID != "")
-	add(FieldClientSecret, s.ClientSecret.IsSet())
-	add("scopes", len(s.Scopes) > 0)
-	add("audience", s.Audience != "")
-	add("extraParams", len(s.ExtraParams) > 0)
-	add("clientAuth", s.ClientAuth != "")
-	add(FieldPrivateKeyPEM, s.PrivateKeyPEM.IsSet())
-	add("keyId", s.KeyID != "")
-	add("issuer", s.Issuer != "")
-	return p
-}
-
-// CredentialHosts returns the hosts (host[:port], lower-case) that receive
-// the connection's credentials: the base URL's host for every policy but
-// NONE, and the token and authorization endpoints' hosts for OAuth.
-func (c *Connection) CredentialHosts() map[string]string {
-	hosts := map[string]string{}
-	if c.Security.Policy == PolicyNone || c.Security.Policy == "" {
-		return hosts
-	}
-	hosts["baseUrl"] = hostOf(c.BaseURL)
-	if c.Security.TokenURL != "" {
-		hosts["security.tokenUrl"] = hostOf(c.Security.TokenURL)
-	}
-	if c.Security.AuthorizationURL != "" {
-		hosts["security.authorizationUrl"] = hostOf(c.Security.AuthorizationURL)
-	}
-	return hosts
-}
+// OK reports whether the test succeeded.
+func (r *TestResult) OK() bool { return r != nil && r.Result == TestSuccess }

@@ -6,44 +6,40 @@ import (
 	"fmt"
 
 	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/security"
 )
 
 // Validate fills in the defaults of a connection: a 30 s timeout and, for
 // an API key without a name, the Authorization header with "Bearer ".
 func ExampleConnection_Validate() {
+	key := &security.APIKey{Key: connections.NewSecret("k-123")}
 	c := &connections.Connection{
-		Name:    "Conn_REST_Orders_Invoke",
-		Role:    connections.RoleInvoke,
-		BaseURL: "https://api.example.com/v2",
-		Security: connections.Security{
-			Policy: connections.PolicyAPIKey,
-			Key:    connections.NewSecret("k-123"),
-		},
+		Name:     "Conn_REST_Orders_Invoke",
+		Role:     connections.RoleInvoke,
+		BaseURL:  "https://api.example.com/v2",
+		Security: key,
 	}
 	if err := c.Validate(); err != nil {
 		fmt.Println(err)
 		return
 	}
-	s := c.Security
 	fmt.Println(c.Identifier())
 	fmt.Println(c.Timeout)
-	fmt.Printf("%s %s %q\n", s.In, s.Name, *s.ValuePrefix)
+	fmt.Printf("%s %s %q\n", key.In, key.Name, *key.ValuePrefix)
 	// Output:
 	// CONN_REST_ORDERS_INVOKE
 	// 30s
 	// HEADER Authorization "Bearer "
 }
 
-// Validate names every invalid field, so that an API can report them all.
+// Validate names every invalid field, the policy's included, so that an
+// API can report them all.
 func ExampleConnection_Validate_errors() {
 	c := &connections.Connection{
-		Name:    "Conn_Orders",
-		Role:    "ADMIN",
-		BaseURL: "http://2130706433/",
-		Security: connections.Security{
-			Policy:   connections.PolicyNone,
-			TokenURL: "https://auth.example.com/token",
-		},
+		Name:     "Conn_Orders",
+		Role:     "ADMIN",
+		BaseURL:  "http://2130706433/",
+		Security: &security.Basic{Username: "orders"},
 	}
 	var errs connections.ValidationErrors
 	if errors.As(c.Validate(), &errs) {
@@ -54,7 +50,7 @@ func ExampleConnection_Validate_errors() {
 	// Output:
 	// role: must be INVOKE, TRIGGER or TRIGGER_INVOKE
 	// baseUrl: has an invalid or ambiguous host "2130706433"
-	// security.tokenUrl: is not a field of policy NONE
+	// security.password: is required
 }
 
 // A Secret shows only a mask, however it is printed or encoded; Reveal
@@ -71,4 +67,14 @@ func ExampleSecret() {
 	// ******** ********
 	// {"Password":"********"}
 	// hunter2
+}
+
+// Origin is what a credential is bound to: scheme, host and port. A
+// secret kept on replace may go only to origins it went to before.
+func ExampleOrigin() {
+	fmt.Println(connections.Origin("https://API.example.com/v2"))
+	fmt.Println(connections.Origin("http://api.example.com/v2"))
+	// Output:
+	// https://api.example.com:443
+	// http://api.example.com:80
 }

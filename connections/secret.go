@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"reflect"
 )
 
 // Mask is what connmgr shows in place of a secret that is set.
@@ -63,6 +64,25 @@ func (s Secret) Format(f fmt.State, verb rune) {
 
 // MarshalJSON redacts like String.
 func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// UnmarshalJSON reads a secret sent to the API: a JSON string, where ""
+// and Mask mean "not given" (an update keeps the stored value), as does
+// null.
+func (s *Secret) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*s = Secret{}
+		return nil
+	}
+	var v string
+	if err := json.Unmarshal(b, &v); err != nil {
+		return &json.UnmarshalTypeError{Value: "non-string", Type: reflect.TypeFor[string]()}
+	}
+	if v == Mask {
+		v = ""
+	}
+	*s = NewSecret(v)
+	return nil
+}
 
 // MarshalText redacts like String.
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }

@@ -16,6 +16,8 @@ var (
 	ErrVersionMismatch = errors.New("connection was changed since it was read")
 	// ErrUnavailable: the database cannot be reached; retry later.
 	ErrUnavailable = errors.New("database unavailable")
+	// ErrNotInvocable: the connection's role does not allow invokes.
+	ErrNotInvocable = errors.New("connection cannot be invoked")
 )
 
 // MaxListLimit is the largest page a List returns.
@@ -34,14 +36,6 @@ type Filter struct {
 	Limit int
 }
 
-// Sealer encrypts secrets at rest. The additional data binds a ciphertext to
-// the row and field it was written for: Open with other additional data
-// fails. Implementations must be safe for concurrent use.
-type Sealer interface {
-	Seal(plaintext, additionalData []byte) ([]byte, error)
-	Open(ciphertext, additionalData []byte) ([]byte, error)
-}
-
 // Store keeps connections. Secrets are encrypted before they reach the
 // database and decrypted on the way out. Implementations are safe for
 // concurrent use; every method that writes more than one row does so in one
@@ -53,9 +47,14 @@ type Store interface {
 	Create(ctx context.Context, c *Connection) error
 	// Get returns the named connection. Returns ErrNotFound.
 	Get(ctx context.Context, name string) (*Connection, error)
-	// List returns up to f.Limit connections ordered by name, and whether
-	// more follow.
-	List(ctx context.Context, f Filter) (cs []*Connection, more bool, err error)
+	// GetByID returns the connection with row id. Returns ErrNotFound.
+	GetByID(ctx context.Context, id int64) (*Connection, error)
+	// List returns up to f.Limit connections that match f, ordered by name
+	// (byte order), and the name after which the next page starts ("" on
+	// the last page). A page may hold fewer than f.Limit connections and
+	// still have a next one: a search (Q) reads a bounded stretch of names
+	// per page, so that a page costs the same however rare the matches.
+	List(ctx context.Context, f Filter) (cs []*Connection, next string, err error)
 	// Update replaces the stored connection c.ID if its version is still
 	// c.Version, then increments c.Version and sets UpdatedAt. With
 	// resetCredentials, tokens and pending consents of the connection are
@@ -66,8 +65,9 @@ type Store interface {
 	// pending consents, and returns what was deleted. Returns ErrNotFound,
 	// or ErrVersionMismatch when version is not 0 and differs.
 	Delete(ctx context.Context, name string, version int64) (*Connection, error)
-	// SetStatus records a status and, when test is not nil, the last test
-	// result, without changing the version. It returns the previous status.
+	// SetStatus records a status with its reason and, when test is not nil,
+	// the last test result, without changing the version. statusSince
+	// moves only when the status changes. It returns the previous status.
 	// Returns ErrNotFound.
-	SetStatus(ctx context.Context, id int64, s Status, test *TestResult) (prev Status, err error)
+	SetStatus(ctx context.Context, id int64, s Status, reason string, test *TestResult) (prev Status, err error)
 }

@@ -13,17 +13,18 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"gorm.io/gorm"
 
-	"github.com/connmgr/connmgr"
-	cmapi "github.com/connmgr/connmgr/api"
+	"github.com/connmgr/connmgr/access"
+	"github.com/connmgr/connmgr/cmd/connmgr/wire"
 	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/connections/connectionstest"
-	"github.com/connmgr/connmgr/invoke"
+	"github.com/connmgr/connmgr/outbound/outboundtest"
 	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 // benchPayload is what the upstream answers: a small JSON document, as most
@@ -56,53 +57,65 @@ func bareProxy(b *testing.B, upstream string) *httptest.Server {
 	return srv
 }
 
-// connmgrServer is the whole service as cmd/connmgr wires it: router, API
-// key check, connection cache, OAuth token injection, proxy, metrics and
-// JSON request logs (written to io.Discard).
-func connmgrServer(b *testing.B, upstream string) (srv *httptest.Server, key string) {
+// connmgrServer is the whole service as connmgr serve wires it
+// (wire.Build): router, API key check, connection cache, OAuth token
+// injection on a token manager over the database, proxy, audit, metrics
+// and JSON request logs at info level (written to io.Discard). queries
+// counts the database statements it runs from then on.
+func connmgrServer(b *testing.B, upstream string) (srv *httptest.Server, key string, queries *atomic.Int64) {
 	ctx := context.Background()
-	db := connectionstest.Open(b, connectionstest.SQLite)
-	spec, _ := security.GenerateKeySpec("bench")
-	ring, _ := security.ParseKeyRing(spec)
-	store := connections.NewGormStore(db.DB, ring)
-	svc := &connections.Service{Store: store}
-	cache := connections.NewCache(store)
-	svc.Observers = append(svc.Observers, cache.Observe)
-	keys := security.NewKeyStore(db.DB)
-	_, key, err := keys.Create(ctx, security.NewKey{Name: "bench", Role: security.RoleInvoker, Connections: []string{"Conn_*"}})
+	db := storetest.Open(b, storetest.SQLite)
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	g, err := wire.Build(ctx, db, storetest.KeyRing(b), wire.Options{PublicURL: "http://connmgr.bench",
+		EgressAllow: outboundtest.Loopback(b).Allow, Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	reg := prometheus.NewRegistry()
-	allow, _ := invoke.ParseAllow("127.0.0.0/8")
-	guard := &invoke.Guard{Allow: allow}
-	tokens := security.NewManager(security.ManagerConfig{DB: db.DB, Sealer: ring, Connections: store, Status: svc,
-		Client: guard.Client(10 * time.Second), Logger: log, Registerer: reg})
-	proxy := invoke.NewProxy(tokens, guard.Transport(0), reg)
-	s := cmapi.New(cmapi.Config{Connections: svc, Keys: keys, Tokens: tokens, Cache: cache, Proxy: proxy, Tester: proxy.Test,
-		OpenAPI: connmgr.OpenAPI, CursorKey: ring.Derive("cursor"), Logger: log, Registry: reg})
-
+	b.Cleanup(g.CloseIdleConnections)
+	_, key, err = g.Keys.Create(ctx, access.NewKey{Name: "bench", Role: access.RoleInvoker, Connections: []string{"Conn_*"}})
+	if err != nil {
+		b.Fatal(err)
+	}
 	tokenSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"access_token": "bench-token", "token_type": "Bearer", "expires_in": 3600})
 	}))
 	b.Cleanup(tokenSrv.Close)
-	err = svc.Create(ctx, "bench", &connections.Connection{Name: "Conn_Bench", Role: connections.RoleInvoke, BaseURL: upstream,
-		Security: connections.Security{Policy: connections.PolicyClientCredentials, TokenURL: tokenSrv.URL,
-			ClientID: "bench", ClientSecret: connections.NewSecret("bench-secret")}})
+	err = g.Service.Create(ctx, "bench", &connections.Connection{Name: "Conn_Bench", Role: connections.RoleInvoke, BaseURL: upstream,
+		Security: &security.ClientCredentials{Client: security.Client{TokenURL: tokenSrv.URL,
+			ClientID: "bench", ClientSecret: connections.NewSecret("bench-secret")}}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv = httptest.NewServer(s)
+	queries = countQueries(b, db.DB)
+	srv = httptest.NewServer(g.API)
 	b.Cleanup(srv.Close)
-	return srv, key
+	return srv, key, queries
+}
+
+// countQueries counts the statements run on db from now on.
+func countQueries(tb testing.TB, db *gorm.DB) *atomic.Int64 {
+	var n atomic.Int64
+	count := func(*gorm.DB) { n.Add(1) }
+	cb := db.Callback()
+	for _, p := range []interface {
+		Register(string, func(*gorm.DB)) error
+	}{cb.Query().Before("*"), cb.Row().Before("*"), cb.Raw().Before("*"), cb.Create().Before("*"),
+		cb.Update().Before("*"), cb.Delete().Before("*")} {
+		if err := p.Register("invoke_test:count", count); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return &n
 }
 
 // getter returns a function that GETs target with key over keep-alive
 // connections and fails unless the answer is 200.
 func getter(b *testing.B, target, key string) func() error {
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256}}
+	// At most 256 connections: an overloaded server makes the paced
+	// callers queue here rather than open sockets until the process runs
+	// out of file descriptors.
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256, MaxConnsPerHost: 256}}
 	b.Cleanup(client.CloseIdleConnections)
 	return func() error {
 		req, _ := http.NewRequest("GET", target, nil)
@@ -131,9 +144,23 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	}
 }
 
+// noQueries fails b when queries (nil for the bare proxy) grew past
+// before, and reports them per call: the warm invoke path reads nothing
+// from the database.
+func noQueries(b *testing.B, queries *atomic.Int64, before int64) {
+	if queries == nil {
+		return
+	}
+	n := queries.Load() - before
+	b.ReportMetric(float64(n)/float64(b.N), "queries/op")
+	if n != 0 {
+		b.Errorf("%d warm invokes made %d database queries, want 0", b.N, n)
+	}
+}
+
 // load sends b.N GETs to url from parallel clients over keep-alive
-// connections and reports latency percentiles.
-func load(b *testing.B, target, key string) {
+// connections and reports latency percentiles and database queries.
+func load(b *testing.B, target, key string, queries *atomic.Int64) {
 	get := getter(b, target, key)
 	if err := get(); err != nil { // warm: token fetched, caches filled
 		b.Fatal(err)
@@ -142,6 +169,7 @@ func load(b *testing.B, target, key string) {
 	var all []time.Duration
 	b.SetParallelism(4) // 4 × GOMAXPROCS concurrent callers keep both servers busy
 	b.ReportAllocs()
+	before := counted(queries)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		lat := make([]time.Duration, 0, 1024)
@@ -159,12 +187,20 @@ func load(b *testing.B, target, key string) {
 	})
 	b.StopTimer()
 	reportPercentiles(b, all)
+	noQueries(b, queries, before)
+}
+
+func counted(queries *atomic.Int64) int64 {
+	if queries == nil {
+		return 0
+	}
+	return queries.Load()
 }
 
 // paced sends b.N GETs to target at a fixed rate, each from its own
 // goroutine (an open loop, as wrk2 does: a slow answer delays no later
-// request), and reports latency percentiles.
-func paced(b *testing.B, target, key string, perSecond int) {
+// request), and reports latency percentiles and database queries.
+func paced(b *testing.B, target, key string, perSecond int, queries *atomic.Int64) {
 	get := getter(b, target, key)
 	for range 100 { // warm: token fetched, caches and connection pools filled
 		if err := get(); err != nil {
@@ -174,6 +210,7 @@ func paced(b *testing.B, target, key string, perSecond int) {
 	lat := make([]time.Duration, b.N)
 	interval := time.Second / time.Duration(perSecond)
 	var wg sync.WaitGroup
+	before := counted(queries)
 	b.ResetTimer()
 	start := time.Now()
 	for i := range b.N {
@@ -192,6 +229,7 @@ func paced(b *testing.B, target, key string, perSecond int) {
 	wg.Wait()
 	b.StopTimer()
 	reportPercentiles(b, lat)
+	noQueries(b, queries, before)
 }
 
 // latencyRate is the offered load of the latency comparison: well below
@@ -206,9 +244,9 @@ const latencyRate = 2000
 func BenchmarkInvoke(b *testing.B) {
 	upstream := benchUpstream(b)
 	bare := bareProxy(b, upstream.URL)
-	cm, key := connmgrServer(b, upstream.URL)
-	b.Run("bare", func(b *testing.B) { load(b, bare.URL+"/orders/A-17", "") })
-	b.Run("connmgr", func(b *testing.B) { load(b, cm.URL+"/invoke/Conn_Bench/orders/A-17", key) })
-	b.Run("bare-paced", func(b *testing.B) { paced(b, bare.URL+"/orders/A-17", "", latencyRate) })
-	b.Run("connmgr-paced", func(b *testing.B) { paced(b, cm.URL+"/invoke/Conn_Bench/orders/A-17", key, latencyRate) })
+	cm, key, queries := connmgrServer(b, upstream.URL)
+	b.Run("bare", func(b *testing.B) { load(b, bare.URL+"/orders/A-17", "", nil) })
+	b.Run("connmgr", func(b *testing.B) { load(b, cm.URL+"/invoke/Conn_Bench/orders/A-17", key, queries) })
+	b.Run("bare-paced", func(b *testing.B) { paced(b, bare.URL+"/orders/A-17", "", latencyRate, nil) })
+	b.Run("connmgr-paced", func(b *testing.B) { paced(b, cm.URL+"/invoke/Conn_Bench/orders/A-17", key, latencyRate, queries) })
 }

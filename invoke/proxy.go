@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,12 +20,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/outbound"
 	"github.com/connmgr/connmgr/security"
 )
 
 // Errors of a call that did not get an answer from the target, for the api
 // to map to statuses. Errors from Resolve (ErrInvalidRelativeURI,
-// ErrTemplate), from the egress guard (ErrEgressDenied) and from
+// ErrTemplate), from the egress guard (outbound.ErrEgressDenied) and from
 // Credentials (security.ErrTokenUnavailable, security.ErrNeedsConsent) are
 // passed on as well.
 var (
@@ -38,29 +40,41 @@ var (
 	// ErrBodyTooLarge means the request body exceeds Proxy.MaxBody
 	// (api: 413).
 	ErrBodyTooLarge = errors.New("request body too large")
+	// ErrLoop means the call has already passed through connmgr more than
+	// MaxHops times: a connection that invokes connmgr itself (api: 508).
+	ErrLoop = errors.New("invoke loop detected")
 )
 
 // DefaultMaxBody is the request body limit of a Proxy whose MaxBody is not
 // positive.
 const DefaultMaxBody = 10 << 20
 
+// MaxHops is how many times a call may already have passed through connmgr
+// (its Via entries) before Serve refuses it with ErrLoop.
+const MaxHops = 3
+
 // maxReplay is the largest body of unknown replayability that Serve buffers
-// so that it can send it again after a 401.
+// so that it can send it again after a rejected token.
 const maxReplay = 64 << 10
 
 // userAgent is what targets see instead of the caller's User-Agent.
 const userAgent = "connmgr"
 
+// via is connmgr's entry in the Via header of the calls it forwards
+// (RFC 9110 §7.6.3): a pseudonym, not a host name.
+const via = "1.1 connmgr"
+
 // Credentials applies a connection's credential to outbound requests.
 // *security.Manager implements it. Implementations must be safe for
 // concurrent use.
 type Credentials interface {
-	// Apply sets c's credential on req; it returns the OAuth token used
-	// (nil for other policies). Errors wrap security.ErrTokenUnavailable
-	// or security.ErrNeedsConsent and are safe to show.
-	Apply(ctx context.Context, c *connections.Connection, req *http.Request) (*security.Token, error)
-	// Rejected reports that the target answered 401 to tok.
-	Rejected(ctx context.Context, c *connections.Connection, tok *security.Token)
+	// Apply sets c's credential on req and says what it applied. Errors
+	// wrap security.ErrTokenUnavailable or security.ErrNeedsConsent and
+	// are safe to show.
+	Apply(ctx context.Context, c *connections.Connection, req *http.Request) (*security.Applied, error)
+	// Rejected reports that the target rejected tok and says whether the
+	// call is worth sending again with a fresh token.
+	Rejected(ctx context.Context, c *connections.Connection, tok *security.Token) bool
 }
 
 var _ Credentials = (*security.Manager)(nil)
@@ -85,10 +99,10 @@ type Call struct {
 	// http.Request, 0 with a Body other than http.NoBody means unknown.
 	ContentLength int64
 	// Replayable says Body is already in memory (the dynamic form's body),
-	// so Serve may read it whole to send it again after a 401. Other bodies
-	// are buffered for that only when their length is known and at most
-	// 64 KiB; larger ones stream and are never sent twice. Only OAuth
-	// connections buffer at all: without a token there is no retry.
+	// so Serve may read it whole to send it again after a rejected token.
+	// Other bodies are buffered for that only when their length is known
+	// and at most 64 KiB; larger ones stream and are never sent twice. Only
+	// token connections buffer at all: without a token there is no retry.
 	Replayable bool
 	// RequestID is sent upstream and back to the caller as X-Request-Id.
 	RequestID string
@@ -102,65 +116,50 @@ type Proxy struct {
 	// Credentials applies connections' credentials. Nil sends calls
 	// without one.
 	Credentials Credentials
-	// Transport is the egress-guarded transport (Guard.Transport) that
-	// every call goes through. It must not follow redirects or use proxy
-	// environment variables.
-	Transport http.RoundTripper
+	// Transports returns the egress-guarded transport for a connection
+	// (with its TLS settings). Every call goes through it; it must not
+	// follow redirects or use proxy environment variables.
+	Transports func(c *connections.Connection) (http.RoundTripper, error)
 	// MaxBody is the request body limit in bytes; not positive means
 	// DefaultMaxBody. A larger body fails with an error wrapping
 	// ErrBodyTooLarge: before the target is contacted if the length is
 	// known, while streaming otherwise.
 	MaxBody int64
-	// ErrorHandler renders connmgr's own errors, those that leave the call
-	// without an answer from the target. Serve calls it at most once per
-	// call and only before anything was written to w. r is Serve's
-	// request. Nil writes a plain-text 502.
-	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 	// Logger receives a warning for each call that could not reach the
 	// target (timeout, unreachable, egress denied); nil logs nothing.
 	Logger *slog.Logger
 
-	rp      *httputil.ReverseProxy
 	metrics *proxyMetrics
 	limits  limits
+	bases   baseCache
+	bufs    *bufferPool
+	errLog  *log.Logger
 }
 
-// NewProxy returns a proxy that sends calls through transport with creds'
+// NewProxy returns a proxy that sends calls through transports with creds'
 // credentials, and registers its metrics with reg (nil: not registered):
 // connmgr_invoke_duration_seconds{connection} and
 // connmgr_invoke_responses_total{connection, class}, class being the
 // target's status class (2xx to 5xx) or "error" for a call that got no
-// answer. transport is required.
-func NewProxy(creds Credentials, transport http.RoundTripper, reg prometheus.Registerer) *Proxy {
-	if transport == nil {
+// answer. transports is required.
+func NewProxy(creds Credentials, transports func(*connections.Connection) (http.RoundTripper, error), reg prometheus.Registerer) *Proxy {
+	if transports == nil {
 		// http.DefaultTransport would bypass the egress guard.
-		panic("invoke: NewProxy needs a transport")
+		panic("invoke: NewProxy needs transports")
 	}
-	p := &Proxy{Credentials: creds, Transport: transport, metrics: newProxyMetrics(reg)}
-	// One ReverseProxy for all calls; per-call data travels in the
-	// request's context as an *exchange.
-	p.rp = &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      roundTripper(p.roundTrip),
-		ModifyResponse: p.modifyResponse,
-		ErrorHandler:   p.proxyError,
-		BufferPool:     &bufferPool{},
-		ErrorLog:       log.New(logWriter{p}, "", 0),
-		// FlushInterval stays 0: ReverseProxy flushes every write of
-		// event streams and of bodies of unknown length anyway, and
-		// batches the rest.
-	}
+	p := &Proxy{Credentials: creds, Transports: transports, metrics: newProxyMetrics(reg), bufs: &bufferPool{}}
+	p.errLog = log.New(logWriter{p}, "", 0)
 	return p
 }
 
-// exchange is the state of one call, shared by Serve and the
-// ReverseProxy's hooks through the request context.
+// exchange is the state of one call, shared by Serve and the hooks of its
+// ReverseProxy, which close over it.
 type exchange struct {
-	// ctx is the call's context: Serve's request context with the
-	// connection's deadline, holding the exchange itself.
-	ctx       context.Context
-	r         *http.Request // Serve's request, for ErrorHandler
+	p         *Proxy
+	ctx       context.Context // the call's context, with the connection's deadline
+	caller    context.Context // the caller's request context
 	conn      *connections.Connection
+	transport http.RoundTripper
 	target    *url.URL
 	requestID string
 	timeout   time.Duration
@@ -172,26 +171,25 @@ type exchange struct {
 	tooLarge atomic.Bool
 	// status is the target's status, 0 if it gave none.
 	status int
-}
-
-type exchangeKey struct{}
-
-func exchangeOf(ctx context.Context) *exchange {
-	x, _ := ctx.Value(exchangeKey{}).(*exchange)
-	return x
+	// applied is what the last Apply set, for the response filter.
+	applied *security.Applied
+	// err is connmgr's own error for the caller, set by the error hook.
+	err error
 }
 
 // errDeadline is the cause of a call's context when the connection's
 // timeout elapsed, telling it apart from a caller that went away.
 var errDeadline = errors.New("invoke: connection timeout elapsed")
 
-// Serve forwards call to its connection's target and writes the answer to
-// w. Errors of connmgr itself go to ErrorHandler, before anything was
-// written: those of Resolve and Credentials, ErrEgressDenied (a
-// *DeniedError), ErrUpstreamTimeout, ErrUpstreamUnreachable,
-// ErrBodyTooLarge, ErrRateLimited (a *LimitError) when the connection's
-// rateLimit or maxConcurrent is used up in this process, context.Canceled
-// when r's context ended, or an error reading call.Body.
+// Serve forwards call to its connection's target and writes the target's
+// answer to w. When connmgr itself cannot get an answer, Serve writes
+// nothing and returns why: errors of Resolve and Credentials,
+// outbound.ErrEgressDenied (errors.As finds the *outbound.DeniedError),
+// ErrUpstreamTimeout and ErrUpstreamUnreachable (with outbound.Classify's
+// reason), ErrBodyTooLarge, ErrLoop, ErrRateLimited (a
+// *LimitError) when the connection's rateLimit or maxConcurrent is used up
+// in this process, context.Canceled when r's context ended, or an error
+// reading call.Body. Once the target answered, Serve returns nil.
 //
 // The connection's Timeout (connections.DefaultTimeout if not positive)
 // bounds the whole call, streaming the response included: when it elapses
@@ -199,55 +197,85 @@ var errDeadline = errors.New("invoke: connection timeout elapsed")
 // the response to the caller is cut off.
 //
 // Only an allowlist of the caller's headers reaches the target, plus those
-// in Conn.ForwardHeaders; then Conn.Headers, the credential, and
+// in Conn.ForwardHeaders; then Conn.Headers, the credential, Via and
 // X-Request-Id are set. Only an allowlist of the target's headers reaches
-// the caller; redirects are passed on, not followed. When the target
-// answers 401 to an OAuth token, the token is reported to
-// Credentials.Rejected and, if the body can be replayed, the call is sent
+// the caller, stripped of the credential; redirects are passed on, not
+// followed. When the target answers a status that means "token rejected"
+// (Conn.RejectedStatuses), the token is reported to Credentials.Rejected
+// and, if the body can be replayed and Rejected allows, the call is sent
 // once more with a new token.
-func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, call Call) {
+func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, call Call) error {
 	start := time.Now()
-	x := &exchange{r: r, conn: call.Conn, requestID: call.RequestID, timeout: timeoutOf(call.Conn)}
+	x := &exchange{p: p, caller: r.Context(), conn: call.Conn, requestID: call.RequestID, timeout: timeoutOf(call.Conn)}
 	defer p.metrics.observe(x, start)
-	if call.RequestID != "" {
-		w.Header().Set("X-Request-Id", call.RequestID)
+	if hops(call.Header) >= MaxHops {
+		return fmt.Errorf("%w: the call has passed through connmgr %d times already", ErrLoop, hops(call.Header))
 	}
-
-	target, err := resolveBase(call.Conn.BaseURL, call.Target)
+	base, err := p.bases.get(call.Conn.BaseURL)
 	if err != nil {
-		p.fail(w, x, err)
-		return
+		return err
 	}
-	x.target = target
+	if x.target, err = Resolve(base, call.Target); err != nil {
+		return err
+	}
+	if x.transport, err = p.Transports(call.Conn); err != nil {
+		return fmt.Errorf("%w: %w", ErrUpstreamUnreachable, err)
+	}
 	release, err := p.limits.acquire(call.Conn)
 	if err != nil {
-		p.fail(w, x, err)
-		return
+		return err
 	}
 	defer release()
 	ctx, cancel := context.WithTimeoutCause(r.Context(), x.timeout, errDeadline)
 	defer cancel()
-	x.ctx = context.WithValue(ctx, exchangeKey{}, x)
+	x.ctx = ctx
 
 	body, n, err := p.prepareBody(x, call)
 	if err != nil {
-		p.fail(w, x, err)
-		return
+		return err
 	}
-
-	in := r.WithContext(x.ctx)
+	in := r.WithContext(ctx)
 	in.Method = call.Method
 	if in.Method == "" {
 		in.Method = http.MethodGet
 	}
 	// ReverseProxy clones in.URL as the outbound URL; it is already the
 	// target, so Rewrite only sets the Host.
-	in.URL = target
+	in.URL = x.target
 	in.Header = call.Header
 	in.Body, in.ContentLength = body, n
 	in.TransferEncoding, in.Trailer, in.Close = nil, nil, false
 	in.Form, in.PostForm, in.MultipartForm = nil, nil, nil
-	p.rp.ServeHTTP(w, in)
+	if call.RequestID != "" {
+		w.Header().Set("X-Request-Id", call.RequestID)
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite:        x.rewrite,
+		Transport:      roundTripper(x.roundTrip),
+		ModifyResponse: x.modifyResponse,
+		ErrorHandler:   x.proxyError,
+		BufferPool:     p.bufs,
+		ErrorLog:       p.errLog,
+		// FlushInterval stays 0: ReverseProxy flushes every write of
+		// event streams and of bodies of unknown length anyway, and
+		// batches the rest.
+	}
+	rp.ServeHTTP(w, in)
+	return x.err
+}
+
+// hops counts connmgr's entries in Via headers.
+func hops(h http.Header) int {
+	n := 0
+	for _, v := range h.Values("Via") {
+		for entry := range strings.SplitSeq(v, ",") {
+			f := strings.Fields(entry)
+			if len(f) >= 2 && strings.EqualFold(f[1], "connmgr") {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // timeoutOf returns c's timeout, or the default.
@@ -258,35 +286,35 @@ func timeoutOf(c *connections.Connection) time.Duration {
 	return connections.DefaultTimeout
 }
 
-// resolveBase parses base and resolves t against it.
-func resolveBase(base string, t Target) (*url.URL, error) {
-	parsedBases.RLock()
-	u := parsedBases.m[base]
-	parsedBases.RUnlock()
-	if u == nil {
-		var err error
-		if u, err = url.Parse(base); err != nil {
-			// url.Error would echo the base URL.
-			return nil, errors.New("invoke: connection base URL does not parse")
-		}
-		parsedBases.Lock()
-		if len(parsedBases.m) >= maxParsedBases {
-			clear(parsedBases.m) // many base URLs came and went; start over
-		}
-		parsedBases.m[base] = u
-		parsedBases.Unlock()
-	}
-	return Resolve(u, t)
+// baseCache keeps parsed base URLs (Resolve copies, never modifies,
+// them), so that the hot path does not parse the same URL on every call.
+type baseCache struct {
+	mu sync.RWMutex
+	m  map[string]*url.URL
 }
 
-// parsedBases caches parsed base URLs (Resolve copies, never modifies,
-// them), so that the hot path does not parse the same URL on every call.
-var parsedBases = struct {
-	sync.RWMutex
-	m map[string]*url.URL
-}{m: map[string]*url.URL{}}
-
 const maxParsedBases = 4096
+
+func (b *baseCache) get(raw string) (*url.URL, error) {
+	b.mu.RLock()
+	u := b.m[raw]
+	b.mu.RUnlock()
+	if u != nil {
+		return u, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error would echo the base URL.
+		return nil, errors.New("invoke: connection base URL does not parse")
+	}
+	b.mu.Lock()
+	if b.m == nil || len(b.m) >= maxParsedBases {
+		b.m = map[string]*url.URL{} // many base URLs came and went; start over
+	}
+	b.m[raw] = u
+	b.mu.Unlock()
+	return u, nil
+}
 
 func (p *Proxy) maxBody() int64 {
 	if p.MaxBody > 0 {
@@ -296,8 +324,10 @@ func (p *Proxy) maxBody() int64 {
 }
 
 // prepareBody returns the body to send and its length. Only a token can be
-// rejected and renewed, so only calls of OAuth connections buffer their
-// body for a replay; others stream it.
+// rejected and renewed, so only calls of token connections buffer their
+// body for a replay; others stream it. A policy that signs the body (AWS
+// SigV4, OAuth 1.0 with a form) needs it in memory whatever its size
+// within the limit.
 func (p *Proxy) prepareBody(x *exchange, call Call) (io.ReadCloser, int64, error) {
 	body, n := call.Body, call.ContentLength
 	if body == nil || body == http.NoBody {
@@ -311,7 +341,8 @@ func (p *Proxy) prepareBody(x *exchange, call Call) (io.ReadCloser, int64, error
 	if n > limit {
 		return nil, 0, tooLarge(limit)
 	}
-	if call.Conn.Security.Policy.OAuth() && (call.Replayable || n > 0 && n <= maxReplay) {
+	if security.HasTokens(call.Conn.Security) && (call.Replayable || n > 0 && n <= maxReplay) ||
+		security.Signs(call.Conn) && security.SignsBody(call.Conn, contentType(call), n) {
 		b, err := readBody(body, n, limit)
 		if err != nil {
 			return nil, 0, err
@@ -324,6 +355,18 @@ func (p *Proxy) prepareBody(x *exchange, call Call) (io.ReadCloser, int64, error
 	}
 	// The transport sends exactly n bytes, and n is within the limit.
 	return body, n, nil
+}
+
+// contentType is the Content-Type the target gets: the connection's
+// static header (which setStatic puts over the caller's), else the
+// caller's.
+func contentType(call Call) string {
+	for k, v := range call.Conn.Headers {
+		if strings.EqualFold(k, "Content-Type") {
+			return v
+		}
+	}
+	return call.Header.Get("Content-Type")
 }
 
 // readBody reads a body of length n (-1: unknown) into memory.
@@ -393,8 +436,8 @@ var requestHeaders = canonicalSet("Accept", "Accept-Encoding", "Content-Type", "
 // RateLimit* and X-RateLimit-*.
 var responseHeaders = canonicalSet("Content-Type", "Content-Length", "Content-Encoding",
 	"Content-Language", "Content-Disposition", "Content-Range", "Accept-Ranges", "Cache-Control",
-	"ETag", "Last-Modified", "Expires", "Vary", "Location", "Retry-After", "Link", "Warning",
-	"Idempotency-Key")
+	"ETag", "Last-Modified", "Expires", "Vary", "Location", "Content-Location", "Retry-After", "Link",
+	"Warning", "Idempotency-Key")
 
 func canonicalSet(names ...string) map[string]bool {
 	m := make(map[string]bool, len(names))
@@ -414,10 +457,9 @@ func forbidden(name string) bool {
 }
 
 // rewrite builds the outbound request's headers: the allowlisted caller
-// headers, the connection's static headers, User-Agent and X-Request-Id.
-// The URL is already the target (see Serve).
-func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
-	x := exchangeOf(pr.In.Context())
+// headers, the connection's static headers, User-Agent, Via and
+// X-Request-Id. The URL is already the target (see Serve).
+func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = x.target.Host
 	h := pr.Out.Header
 	// ReverseProxy has dropped the headers the caller's Connection header
@@ -433,6 +475,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	setStatic(h, x.conn)
+	// The caller's Via entries go on, with connmgr's, so that a call that
+	// comes back to connmgr is counted (see MaxHops). Clipped, so that
+	// append copies rather than write into the caller's array.
+	h["Via"] = append(slices.Clip(pr.In.Header["Via"]), via)
 	if x.requestID != "" {
 		h["X-Request-Id"] = []string{x.requestID}
 	}
@@ -474,22 +520,25 @@ func (e *credentialError) Unwrap() error { return e.err }
 
 // roundTrip sends one call with its credential, and once more with a new
 // token when the target rejected the first and the body can be replayed.
-func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
-	x := exchangeOf(req.Context())
+func (x *exchange) roundTrip(req *http.Request) (*http.Response, error) {
 	// The call's context has the same deadline and cancellation as req's
 	// but not ReverseProxy's trace, which would copy the headers of 1xx
 	// responses to the caller unfiltered. Without it 1xx are dropped.
 	out := req.WithContext(x.ctx)
-	tok, err := p.apply(x, out)
-	if err != nil {
+	if x.body != nil && security.Signs(x.conn) {
+		// The signature covers the body: the policy reads what is sent.
+		body := x.body
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	if err := x.apply(out); err != nil {
 		return nil, err
 	}
-	res, err := p.Transport.RoundTrip(out)
-	if err != nil || res.StatusCode != http.StatusUnauthorized || tok == nil {
+	res, err := x.transport.RoundTrip(out)
+	tok := x.token()
+	if err != nil || tok == nil || !x.conn.Rejects(res.StatusCode) {
 		return res, err
 	}
-	p.Credentials.Rejected(x.ctx, x.conn, tok)
-	if !x.replay {
+	if !x.p.Credentials.Rejected(x.ctx, x.conn, tok) || !x.replay {
 		return res, nil
 	}
 	discard(res.Body)
@@ -498,22 +547,31 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	if len(x.body) > 0 {
 		again.Body = io.NopCloser(bytes.NewReader(x.body))
 	}
-	if _, err := p.apply(x, again); err != nil {
+	if err := x.apply(again); err != nil {
 		return nil, err
 	}
-	return p.Transport.RoundTrip(again)
+	return x.transport.RoundTrip(again)
 }
 
-// apply sets the connection's credential on req.
-func (p *Proxy) apply(x *exchange, req *http.Request) (*security.Token, error) {
-	if p.Credentials == nil {
-		return nil, nil
+func (x *exchange) token() *security.Token {
+	if x.applied == nil {
+		return nil
 	}
-	tok, err := p.Credentials.Apply(x.ctx, x.conn, req)
+	return x.applied.Token
+}
+
+// apply sets the connection's credential on req; a policy that signs
+// requests signs it afresh each time (a retry gets a new signature).
+func (x *exchange) apply(req *http.Request) error {
+	if x.p.Credentials == nil {
+		return nil
+	}
+	a, err := x.p.Credentials.Apply(x.ctx, x.conn, req)
 	if err != nil {
-		return nil, &credentialError{err}
+		return &credentialError{err}
 	}
-	return tok, nil
+	x.applied = a
+	return nil
 }
 
 // discard reads a little of a body, so that its connection can be reused
@@ -527,17 +585,20 @@ func discard(body io.ReadCloser) {
 // caller's connection to the target for a 101, and invoke relays HTTP only.
 var errSwitch = &upstreamError{kind: ErrUpstreamUnreachable, reason: "the target switched protocols"}
 
-// modifyResponse filters the target's headers and drops its trailers.
-func (p *Proxy) modifyResponse(res *http.Response) error {
+// modifyResponse filters the target's headers, strips the credential from
+// them, and drops trailers.
+func (x *exchange) modifyResponse(res *http.Response) error {
 	if res.StatusCode < 200 {
 		return errSwitch
 	}
-	x := exchangeOf(res.Request.Context())
 	x.status = res.StatusCode
 	for k := range res.Header {
 		if !responseHeaders[k] && !rateLimitHeader(k) {
 			delete(res.Header, k)
 		}
+	}
+	if x.applied != nil {
+		scrub(res.Header, x.applied)
 	}
 	// Only chunked HTTP/1 bodies and HTTP/2 bodies can end in trailers.
 	if res.ContentLength < 0 || res.ProtoMajor > 1 || res.Trailer != nil {
@@ -568,48 +629,49 @@ func (b *trailerless) Close() error {
 	return err
 }
 
-// proxyError receives the errors of ReverseProxy: those of roundTrip and
-// modifyResponse.
-func (p *Proxy) proxyError(w http.ResponseWriter, out *http.Request, err error) {
-	x := exchangeOf(out.Context())
-	err = p.classify(x, err)
+// proxyError receives the errors of ReverseProxy (those of roundTrip and
+// modifyResponse) and keeps the one Serve returns.
+func (x *exchange) proxyError(_ http.ResponseWriter, _ *http.Request, err error) {
+	err = x.classify(err)
 	// Failures to reach the target are the operators' business; the
 	// caller's mistakes and credential errors are logged elsewhere.
-	if errors.Is(err, ErrUpstreamTimeout) || errors.Is(err, ErrUpstreamUnreachable) || errors.Is(err, ErrEgressDenied) {
-		p.log().LogAttrs(x.ctx, slog.LevelWarn, "invoke failed",
+	if errors.Is(err, ErrUpstreamTimeout) || errors.Is(err, ErrUpstreamUnreachable) || errors.Is(err, outbound.ErrEgressDenied) {
+		x.p.log().LogAttrs(x.ctx, slog.LevelWarn, "invoke failed",
 			slog.String("connection", x.conn.Name), slog.String("request_id", x.requestID),
 			slog.String("error", err.Error()), slog.String("cause", causeOf(err)))
 	}
-	p.fail(w, x, err)
+	x.err = err
 }
 
 // classify turns an error of the ReverseProxy into one that Serve
-// documents.
-func (p *Proxy) classify(x *exchange, err error) error {
+// documents. Which side ended the call is decided here; what went wrong on
+// the network, by outbound.Classify.
+func (x *exchange) classify(err error) error {
 	var ce *credentialError
-	var denied *DeniedError
 	var ue *upstreamError
+	var mb *http.MaxBytesError
 	switch {
 	case errors.As(err, &ce):
 		return ce.err
 	case x.tooLarge.Load():
-		return tooLarge(p.maxBody())
+		return tooLarge(x.p.maxBody())
 	case errors.As(err, &ue):
 		return ue
 	case context.Cause(x.ctx) == errDeadline:
 		return &upstreamError{kind: ErrUpstreamTimeout, reason: "no answer within " + x.timeout.String(), cause: err}
-	case x.r.Context().Err() != nil:
+	case x.caller.Err() != nil:
 		return fmt.Errorf("invoke: the caller went away: %w", context.Canceled)
-	case errors.As(err, &denied):
-		return denied
-	case isTimeout(err):
-		return &upstreamError{kind: ErrUpstreamTimeout, reason: "the target timed out", cause: err}
-	}
-	var mb *http.MaxBytesError
-	if errors.As(err, &mb) {
+	case errors.As(err, &mb):
 		return tooLarge(mb.Limit)
 	}
-	return &upstreamError{kind: ErrUpstreamUnreachable, reason: describe(err), cause: err}
+	switch f := outbound.Classify(err); f.Kind {
+	case outbound.KindEgressDenied:
+		return f // wraps the *outbound.DeniedError, and its text is the guard's
+	case outbound.KindTimeout:
+		return &upstreamError{kind: ErrUpstreamTimeout, reason: f.Reason, cause: err}
+	default:
+		return &upstreamError{kind: ErrUpstreamUnreachable, reason: f.Reason, cause: err}
+	}
 }
 
 // upstreamError is ErrUpstreamTimeout or ErrUpstreamUnreachable with a
@@ -635,17 +697,6 @@ func causeOf(err error) string {
 		return ue.cause.Error()
 	}
 	return ""
-}
-
-// fail hands err to the ErrorHandler.
-func (p *Proxy) fail(w http.ResponseWriter, x *exchange, err error) {
-	if h := p.ErrorHandler; h != nil {
-		h(w, x.r, err)
-		return
-	}
-	// Statuses are the api's business (its ErrorHandler); a bare Proxy
-	// only says that the call did not get through.
-	http.Error(w, err.Error(), http.StatusBadGateway)
 }
 
 func (p *Proxy) log() *slog.Logger {

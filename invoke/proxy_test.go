@@ -2,6 +2,7 @@ package invoke_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +29,8 @@ import (
 
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/invoke"
+	"github.com/connmgr/connmgr/outbound"
+	"github.com/connmgr/connmgr/outbound/outboundtest"
 	"github.com/connmgr/connmgr/security"
 )
 
@@ -34,36 +38,39 @@ import (
 // error, detail or log may contain it.
 const canary = "c4n4ry"
 
-// fakeCreds is a Credentials that counts its calls. For OAuth connections
-// it sets "Bearer tok-N-<canary>", N counting applies, and returns the
-// token; for others it sets an API key header and returns nil.
+// fakeCreds is a Credentials that counts its calls. For token policies it
+// sets "Bearer tok-N-<canary>", N counting applies, and returns the token;
+// for others it sets an API key header.
 type fakeCreds struct {
 	mu       sync.Mutex
 	applies  int
 	rejected []string // the access tokens reported to Rejected
 	err      error    // returned by Apply when set
+	refuse   bool     // Rejected answers false (a cool-down is running)
 }
 
-func (f *fakeCreds) Apply(_ context.Context, c *connections.Connection, req *http.Request) (*security.Token, error) {
+func (f *fakeCreds) Apply(_ context.Context, c *connections.Connection, req *http.Request) (*security.Applied, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return nil, f.err
 	}
 	f.applies++
-	if !c.Security.Policy.OAuth() {
-		req.Header.Set("X-Api-Key", "key-"+canary)
-		return nil, nil
+	if !security.HasTokens(c.Security) {
+		key := "key-" + canary
+		req.Header.Set("X-Api-Key", key)
+		return &security.Applied{Secrets: []string{key}}, nil
 	}
 	tok := &security.Token{AccessToken: connections.NewSecret(fmt.Sprintf("tok-%d-%s", f.applies, canary))}
 	req.Header.Set("Authorization", "Bearer "+tok.AccessToken.Reveal())
-	return tok, nil
+	return &security.Applied{Token: tok, Secrets: []string{tok.AccessToken.Reveal()}}, nil
 }
 
-func (f *fakeCreds) Rejected(_ context.Context, _ *connections.Connection, tok *security.Token) {
+func (f *fakeCreds) Rejected(_ context.Context, _ *connections.Connection, tok *security.Token) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rejected = append(f.rejected, tok.AccessToken.Reveal())
+	return !f.refuse
 }
 
 func (f *fakeCreds) counts() (applies int, rejected []string) {
@@ -111,58 +118,83 @@ func (u *upstream) requests() []seen {
 	return append([]seen(nil), u.reqs...)
 }
 
-// harness is a Proxy with fake credentials that records what reaches its
-// ErrorHandler.
+// harness is a Proxy with fake credentials, called as the api calls it:
+// an error Serve returns is rendered by the caller, with errStatus.
 type harness struct {
 	p     *invoke.Proxy
 	creds *fakeCreds
 	tr    *http.Transport
 	reg   *prometheus.Registry
 
-	mu   sync.Mutex
-	errs []error
+	mu    sync.Mutex
+	errs  []error
+	wrote []error // errors Serve returned after writing to the caller
 }
 
-// errStatus is what the test ErrorHandler writes, so that a test can tell
-// connmgr's errors from the target's answers.
+// errStatus is what the harness writes for an error of Serve, so that a
+// test can tell connmgr's errors from the target's answers.
 const errStatus = 599
 
-func newHarness(t testing.TB, g *invoke.Guard) *harness {
+func newHarness(t testing.TB, g *outbound.Guard) *harness {
 	t.Helper()
 	h := &harness{creds: &fakeCreds{}, tr: g.Transport(0), reg: prometheus.NewRegistry()}
 	t.Cleanup(h.tr.CloseIdleConnections)
-	h.p = invoke.NewProxy(h.creds, h.tr, h.reg)
-	h.p.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
-		h.mu.Lock()
-		h.errs = append(h.errs, err)
-		h.mu.Unlock()
-		w.WriteHeader(errStatus)
-	}
+	h.p = invoke.NewProxy(h.creds, func(*connections.Connection) (http.RoundTripper, error) { return h.tr, nil }, h.reg)
 	return h
 }
 
-// allowLoopback is a guard that lets tests reach their httptest servers.
-func allowLoopback(t testing.TB) *invoke.Guard {
-	t.Helper()
-	allow, err := invoke.ParseAllow("127.0.0.0/8")
-	if err != nil {
-		t.Fatal(err)
+// serveHTTP calls Serve and renders its error with errStatus, noting an
+// error that came after Serve had written to w.
+func (h *harness) serveHTTP(w http.ResponseWriter, r *http.Request, call invoke.Call) {
+	ww := &watchedWriter{ResponseWriter: w}
+	err := h.p.Serve(ww, r, call)
+	if err == nil {
+		return
 	}
-	return &invoke.Guard{Allow: allow}
+	h.mu.Lock()
+	h.errs = append(h.errs, err)
+	if ww.wrote {
+		h.wrote = append(h.wrote, err)
+	}
+	h.mu.Unlock()
+	w.WriteHeader(errStatus)
 }
 
-// err returns the one error the ErrorHandler got, or nil; it fails the
-// test if there were several or one leaks the canary.
+// watchedWriter notes whether anything was written through it.
+type watchedWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *watchedWriter) WriteHeader(code int) {
+	w.wrote = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *watchedWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the Flusher beneath.
+func (w *watchedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// err returns the one error Serve returned, or nil; it fails the test if
+// there were several, if Serve had written to the caller before
+// returning it, or if it leaks the canary.
 func (h *harness) err(t *testing.T) error {
 	t.Helper()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for _, err := range h.wrote {
+		t.Errorf("Serve wrote to the caller and returned %v, want one or the other", err)
+	}
 	switch len(h.errs) {
 	case 0:
 		return nil
 	case 1:
 	default:
-		t.Errorf("ErrorHandler called %d times (%v), want at most once", len(h.errs), h.errs)
+		t.Errorf("Serve returned %d errors (%v), want at most one", len(h.errs), h.errs)
 	}
 	if strings.Contains(h.errs[0].Error(), canary) {
 		t.Errorf("error %q contains a secret or an upstream body", h.errs[0])
@@ -170,7 +202,7 @@ func (h *harness) err(t *testing.T) error {
 	return h.errs[0]
 }
 
-// last returns the latest error the ErrorHandler got, or nil.
+// last returns the latest error Serve returned, or nil.
 func (h *harness) last() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -182,13 +214,20 @@ func (h *harness) last() error {
 
 func (h *harness) serve(call invoke.Call) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
-	h.p.Serve(rec, httptest.NewRequest(http.MethodPost, "/invoke/Conn_Test/x", nil), call)
+	h.serveHTTP(rec, httptest.NewRequest(http.MethodPost, "/invoke/Conn_Test/x", nil), call)
 	return rec
 }
 
-func conn(base string, policy connections.Policy) *connections.Connection {
+// The policies of the tests' connections; fakeCreds applies them.
+func none() connections.Security { return &security.None{} }
+func apiKeyPolicy() connections.Security {
+	return &security.APIKey{Key: connections.NewSecret("key-" + canary)}
+}
+func oauth() connections.Security { return &security.ClientCredentials{} }
+
+func conn(base string, policy connections.Security) *connections.Connection {
 	return &connections.Connection{Name: "Conn_Test", Role: connections.RoleInvoke, BaseURL: base,
-		Security: connections.Security{Policy: policy}, Timeout: 5 * time.Second}
+		Security: policy, Timeout: 5 * time.Second}
 }
 
 func getCall(c *connections.Connection, rel string) invoke.Call {
@@ -208,11 +247,10 @@ func (s *stream) Close() error               { return nil }
 func streamOf(s string) io.ReadCloser { return &stream{strings.NewReader(s)} }
 
 func TestServeForwardsRequest(t *testing.T) {
-	const oauth = connections.PolicyClientCredentials
 	for _, tt := range []struct {
 		name    string
 		base    string // path and query after the server's URL
-		policy  connections.Policy
+		policy  connections.Security
 		call    func(*connections.Connection) invoke.Call
 		method  string
 		uri     string
@@ -260,7 +298,7 @@ func TestServeForwardsRequest(t *testing.T) {
 			method: "PUT", uri: "/v2/orders/1", body: "streamed body", chunked: true,
 		},
 		{
-			name: "POST buffered for OAuth", base: "/v2", policy: oauth,
+			name: "POST buffered for OAuth", base: "/v2", policy: oauth(),
 			call: func(c *connections.Connection) invoke.Call {
 				call := getCall(c, "orders")
 				call.Method = http.MethodPost
@@ -270,7 +308,7 @@ func TestServeForwardsRequest(t *testing.T) {
 			method: "POST", uri: "/v2/orders", body: "small",
 		},
 		{
-			name: "PATCH replayable of unknown length", base: "/v2", policy: oauth,
+			name: "PATCH replayable of unknown length", base: "/v2", policy: oauth(),
 			call: func(c *connections.Connection) invoke.Call {
 				call := getCall(c, "orders/1")
 				call.Method = http.MethodPatch
@@ -296,10 +334,10 @@ func TestServeForwardsRequest(t *testing.T) {
 				w.WriteHeader(http.StatusCreated)
 				io.WriteString(w, "answer")
 			})
-			h := newHarness(t, allowLoopback(t))
+			h := newHarness(t, outboundtest.Loopback(t))
 			policy := tt.policy
-			if policy == "" {
-				policy = connections.PolicyNone
+			if policy == nil {
+				policy = none()
 			}
 			rec := h.serve(tt.call(conn(up.URL+tt.base, policy)))
 			if err := h.err(t); err != nil {
@@ -326,8 +364,8 @@ func TestServeForwardsRequest(t *testing.T) {
 
 func TestServeRequestHeaders(t *testing.T) {
 	up := newUpstream(t, nil)
-	h := newHarness(t, allowLoopback(t))
-	c := conn(up.URL, connections.PolicyClientCredentials)
+	h := newHarness(t, outboundtest.Loopback(t))
+	c := conn(up.URL, oauth())
 	c.Headers = map[string]string{"X-Api-Version": "2"}
 	// Forbidden names in ForwardHeaders would fail validation; they must
 	// not pass even so.
@@ -394,6 +432,7 @@ func TestServeRequestHeaders(t *testing.T) {
 		{"If-Modified-Since", "Wed, 21 Oct 2015 07:28:00 GMT"},
 		{"X-Tenant", "acme"},
 		{"X-Api-Version", "2"},
+		{"Via", "1.1 connmgr"},
 	} {
 		if v := strings.Join(got.Values(tt.name), ", "); v != tt.want {
 			t.Errorf("upstream header %s = %q, want %q", tt.name, v, tt.want)
@@ -401,6 +440,155 @@ func TestServeRequestHeaders(t *testing.T) {
 	}
 	if v := call.Header.Get("Authorization"); v != "Bearer caller-"+canary {
 		t.Errorf("Serve changed the caller's headers: Authorization = %q", v)
+	}
+}
+
+// TestServeVia checks that every outbound call carries connmgr's Via
+// entry after the caller's, and that a call that has already passed
+// through connmgr MaxHops times goes no further (#8.5).
+func TestServeVia(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		via  []string // the caller's Via headers
+		want string   // the target's Via; "" means the call is refused
+	}{
+		{name: "first hop", want: "1.1 connmgr"},
+		{name: "after the caller's proxies", via: []string{"1.0 fred, 1.1 p.example.net"},
+			want: "1.0 fred, 1.1 p.example.net, 1.1 connmgr"},
+		{name: "second pass", via: []string{"1.1 connmgr"}, want: "1.1 connmgr, 1.1 connmgr"},
+		{name: "third pass", via: []string{"1.1 gw", "1.1 connmgr, 1.1 connmgr"},
+			want: "1.1 gw, 1.1 connmgr, 1.1 connmgr, 1.1 connmgr"},
+		{name: "other pseudonyms do not count", via: []string{"1.1 connmgr-edge, 1.1 connmgr-edge, 1.1 connmgr-edge"},
+			want: "1.1 connmgr-edge, 1.1 connmgr-edge, 1.1 connmgr-edge, 1.1 connmgr"},
+		{name: "three passes in one header", via: []string{"1.1 connmgr, 1.1 connmgr, 1.1 connmgr"}},
+		{name: "three passes in several headers", via: []string{"1.1 connmgr", "1.0 fred, 1.1 connmgr", "1.1 connmgr"}},
+		{name: "any case, protocol name and comment", via: []string{"HTTP/1.1 CONNMGR (x), 2 Connmgr", "1.1 connmgr"}},
+		{name: "caller's header with room to spare", via: slices.Grow([]string{"1.1 a", "1.1 b"}, 4),
+			want: "1.1 a, 1.1 b, 1.1 connmgr"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, nil)
+			h := newHarness(t, outboundtest.Loopback(t))
+			call := getCall(conn(up.URL, oauth()), "orders")
+			if tt.via != nil {
+				call.Header["Via"] = tt.via
+			}
+			before := strings.Join(call.Header.Values("Via"), "|")
+			rec := h.serve(call)
+			err := h.err(t)
+			vias := call.Header["Via"]
+			if after := strings.Join(vias, "|"); after != before || slices.ContainsFunc(vias[len(vias):cap(vias)],
+				func(v string) bool { return v != "" }) {
+				t.Errorf("Serve(%s) changed the caller's Via from %q to %q (array %q)", tt.name, before, after, vias[:cap(vias)])
+			}
+			reqs := up.requests()
+			applies, _ := h.creds.counts()
+			if tt.want == "" {
+				if !errors.Is(err, invoke.ErrLoop) || rec.Code != errStatus {
+					t.Errorf("Serve(%s) = %d, %v; want ErrLoop", tt.name, rec.Code, err)
+				}
+				if len(reqs) != 0 || applies != 0 {
+					t.Errorf("Serve(%s) sent %d requests and applied the credential %d times, want none", tt.name, len(reqs), applies)
+				}
+				return
+			}
+			if err != nil || len(reqs) != 1 {
+				t.Fatalf("Serve(%s) = %v with %d requests upstream, want 1", tt.name, err, len(reqs))
+			}
+			if got := strings.Join(reqs[0].header.Values("Via"), ", "); got != tt.want {
+				t.Errorf("Serve(%s) sent Via %q, want %q", tt.name, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestServeLoop has a connection invoke the connmgr that serves it: the
+// call passes through MaxHops times, then connmgr refuses it, and the
+// refusal travels back as each hop's answer.
+func TestServeLoop(t *testing.T) {
+	h := newHarness(t, outboundtest.Loopback(t))
+	var inbound atomic.Int64
+	var front *httptest.Server
+	front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inbound.Add(1)
+		call := getCall(conn(front.URL+"/invoke/Conn_Test", none()), "x")
+		call.Header = r.Header
+		h.serveHTTP(w, r, call)
+	}))
+	defer front.Close()
+	res, err := front.Client().Get(front.URL + "/invoke/Conn_Test/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != errStatus {
+		t.Errorf("looping call = %d, want %d (connmgr's refusal, passed back)", res.StatusCode, errStatus)
+	}
+	if n := inbound.Load(); n != invoke.MaxHops+1 {
+		t.Errorf("connmgr got the call %d times, want %d", n, invoke.MaxHops+1)
+	}
+	if err := h.last(); !errors.Is(err, invoke.ErrLoop) {
+		t.Errorf("last error = %v, want ErrLoop", err)
+	}
+}
+
+// TestServeCompression checks that connmgr forwards the caller's own
+// Accept-Encoding, adds none of its own, and passes compressed answers on
+// as the target sent them: the transport never inflates a body.
+func TestServeCompression(t *testing.T) {
+	const text = "a body that the target compresses"
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	io.WriteString(zw, text)
+	zw.Close()
+	// The target answers in gzip when asked, and on /always whatever it
+	// was asked (some do).
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Accept-Encoding") == "gzip" || r.URL.Path == "/always" {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(zipped.Bytes())
+			return
+		}
+		io.WriteString(w, text)
+	})
+	for _, tt := range []struct {
+		name           string
+		path           string
+		acceptEncoding string // the caller's; "" for none
+		wantUpstream   string // the Accept-Encoding the target sees
+		wantEncoding   string // the Content-Encoding the caller sees
+		wantBody       []byte
+	}{
+		{name: "caller without Accept-Encoding", path: "plain", wantBody: []byte(text)},
+		{name: "caller asks for gzip", path: "plain", acceptEncoding: "gzip", wantUpstream: "gzip",
+			wantEncoding: "gzip", wantBody: zipped.Bytes()},
+		{name: "target sends gzip unasked", path: "always", wantEncoding: "gzip", wantBody: zipped.Bytes()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(up.requests())
+			h := newHarness(t, outboundtest.Loopback(t))
+			call := getCall(conn(up.URL, none()), tt.path)
+			if tt.acceptEncoding != "" {
+				call.Header.Set("Accept-Encoding", tt.acceptEncoding)
+			}
+			rec := h.serve(call)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("Serve(%s) status = %d, want 200 (error %v)", tt.name, rec.Code, h.err(t))
+			}
+			reqs := up.requests()[before:]
+			if len(reqs) != 1 {
+				t.Fatalf("upstream got %d requests, want 1", len(reqs))
+			}
+			if got := reqs[0].header.Get("Accept-Encoding"); got != tt.wantUpstream {
+				t.Errorf("upstream Accept-Encoding = %q, want %q", got, tt.wantUpstream)
+			}
+			if got := rec.Header().Get("Content-Encoding"); got != tt.wantEncoding {
+				t.Errorf("Serve(%s) Content-Encoding = %q, want %q", tt.name, got, tt.wantEncoding)
+			}
+			if got := rec.Body.Bytes(); !bytes.Equal(got, tt.wantBody) {
+				t.Errorf("Serve(%s) body = %q, want %q", tt.name, got, tt.wantBody)
+			}
+		})
 	}
 }
 
@@ -433,8 +621,8 @@ func TestServeResponseHeaders(t *testing.T) {
 		h.Set("X-Announced", canary)
 		h.Set(http.TrailerPrefix+"X-Unannounced", canary)
 	})
-	h := newHarness(t, allowLoopback(t))
-	rec := h.serve(getCall(conn(up.URL, connections.PolicyNone), ""))
+	h := newHarness(t, outboundtest.Loopback(t))
+	rec := h.serve(getCall(conn(up.URL, none()), ""))
 	res := rec.Result()
 	if res.StatusCode != http.StatusOK || rec.Body.String() != "payload" {
 		t.Fatalf("Serve() = %d %q, want 200 %q (error %v)", res.StatusCode, rec.Body, "payload", h.err(t))
@@ -482,9 +670,9 @@ func TestServeDrops1xx(t *testing.T) {
 		w.Header().Del("Link")
 		io.WriteString(w, "done")
 	})
-	h := newHarness(t, allowLoopback(t))
+	h := newHarness(t, outboundtest.Loopback(t))
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.p.Serve(w, r, getCall(conn(up.URL, connections.PolicyNone), ""))
+		h.serveHTTP(w, r, getCall(conn(up.URL, none()), ""))
 	}))
 	defer front.Close()
 
@@ -508,10 +696,11 @@ func TestServeDrops1xx(t *testing.T) {
 }
 
 func TestServeRetry(t *testing.T) {
-	const oauth = connections.PolicyClientCredentials
 	for _, tt := range []struct {
 		name     string
-		policy   connections.Policy
+		policy   connections.Security
+		rejects  []int // the connection's RejectedStatuses
+		refuse   bool  // Rejected says not to retry
 		statuses []int // the upstream's answers in turn; then 200
 		body     func() (io.ReadCloser, int64, bool)
 		want     int // status to the caller
@@ -520,40 +709,58 @@ func TestServeRetry(t *testing.T) {
 		rejected []string
 	}{
 		{
-			name: "GET 401 then 200", policy: oauth, statuses: []int{401},
+			name: "GET 401 then 200", policy: oauth(), statuses: []int{401},
 			want: 200, requests: 2, applies: 2, rejected: []string{"tok-1-" + canary},
 		},
 		{
-			name: "POST small body 401 then 200", policy: oauth, statuses: []int{401},
+			name: "POST small body 401 then 200", policy: oauth(), statuses: []int{401},
 			body: func() (io.ReadCloser, int64, bool) { b, n := body("order"); return b, n, false },
 			want: 200, requests: 2, applies: 2, rejected: []string{"tok-1-" + canary},
 		},
 		{
-			name: "replayable body of unknown length", policy: oauth, statuses: []int{401},
+			name: "replayable body of unknown length", policy: oauth(), statuses: []int{401},
 			body: func() (io.ReadCloser, int64, bool) { return streamOf("order"), -1, true },
 			want: 200, requests: 2, applies: 2, rejected: []string{"tok-1-" + canary},
 		},
 		{
-			name: "streamed body is not replayed", policy: oauth, statuses: []int{401},
+			name: "streamed body is not replayed", policy: oauth(), statuses: []int{401},
 			body: func() (io.ReadCloser, int64, bool) { return streamOf("order"), -1, false },
 			want: 401, requests: 1, applies: 1, rejected: []string{"tok-1-" + canary},
 		},
 		{
-			name: "large body is not replayed", policy: oauth, statuses: []int{401},
+			name: "large body is not replayed", policy: oauth(), statuses: []int{401},
 			body: func() (io.ReadCloser, int64, bool) { b, n := body(strings.Repeat("x", 65<<10)); return b, n, false },
 			want: 401, requests: 1, applies: 1, rejected: []string{"tok-1-" + canary},
 		},
 		{
-			name: "401 twice", policy: oauth, statuses: []int{401, 401},
+			name: "401 twice", policy: oauth(), statuses: []int{401, 401},
 			want: 401, requests: 2, applies: 2, rejected: []string{"tok-1-" + canary},
 		},
 		{
-			name: "401 without a token", policy: connections.PolicyAPIKey, statuses: []int{401},
+			name: "401 without a token", policy: apiKeyPolicy(), statuses: []int{401},
 			want: 401, requests: 1, applies: 1,
 		},
 		{
-			name: "403 is not retried", policy: oauth, statuses: []int{403},
+			name: "403 is not retried", policy: oauth(), statuses: []int{403},
 			want: 403, requests: 1, applies: 1,
+		},
+		{
+			name: "403 listed: retried with the body replayed", policy: oauth(), rejects: []int{401, 403}, statuses: []int{403},
+			body: func() (io.ReadCloser, int64, bool) { b, n := body("order"); return b, n, false },
+			want: 200, requests: 2, applies: 2, rejected: []string{"tok-1-" + canary},
+		},
+		{
+			name: "403 listed, then 401", policy: oauth(), rejects: []int{401, 403}, statuses: []int{403, 401},
+			want: 401, requests: 2, applies: 2, rejected: []string{"tok-1-" + canary},
+		},
+		{
+			name: "401 not listed", policy: oauth(), rejects: []int{403}, statuses: []int{401},
+			want: 401, requests: 1, applies: 1,
+		},
+		{
+			name: "rejected within the cool-down", policy: oauth(), refuse: true, statuses: []int{401},
+			body: func() (io.ReadCloser, int64, bool) { b, n := body("order"); return b, n, false },
+			want: 401, requests: 1, applies: 1, rejected: []string{"tok-1-" + canary},
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -567,8 +774,11 @@ func TestServeRetry(t *testing.T) {
 				}
 				io.WriteString(w, "ok")
 			})
-			h := newHarness(t, allowLoopback(t))
-			call := getCall(conn(up.URL, tt.policy), "orders")
+			h := newHarness(t, outboundtest.Loopback(t))
+			h.creds.refuse = tt.refuse
+			c := conn(up.URL, tt.policy)
+			c.RejectedStatuses = tt.rejects
+			call := getCall(c, "orders")
 			var sent string
 			if tt.body != nil {
 				call.Method = http.MethodPost
@@ -592,7 +802,7 @@ func TestServeRetry(t *testing.T) {
 				if r.body != sent {
 					t.Errorf("request %d body = %d bytes, want %d", i, len(r.body), len(sent))
 				}
-				if want := fmt.Sprintf("Bearer tok-%d-%s", i+1, canary); tt.policy == oauth && r.header.Get("Authorization") != want {
+				if want := fmt.Sprintf("Bearer tok-%d-%s", i+1, canary); security.HasTokens(tt.policy) && r.header.Get("Authorization") != want {
 					t.Errorf("request %d Authorization = %q, want %q", i, r.header.Get("Authorization"), want)
 				}
 			}
@@ -607,12 +817,12 @@ func TestServeRetry(t *testing.T) {
 func TestServeResetNotRetried(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
-		policy connections.Policy
+		policy connections.Security
 		header http.Header
 	}{
-		{name: "streamed POST", policy: connections.PolicyNone},
-		{name: "buffered POST", policy: connections.PolicyClientCredentials},
-		{name: "POST with Idempotency-Key", policy: connections.PolicyClientCredentials,
+		{name: "streamed POST", policy: none()},
+		{name: "buffered POST", policy: oauth()},
+		{name: "POST with Idempotency-Key", policy: oauth(),
 			header: http.Header{"Idempotency-Key": {"k-1"}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -630,7 +840,7 @@ func TestServeResetNotRetried(t *testing.T) {
 				conn.(*net.TCPConn).SetLinger(0) // reset, not close
 				conn.Close()
 			})
-			h := newHarness(t, allowLoopback(t))
+			h := newHarness(t, outboundtest.Loopback(t))
 			c := conn(up.URL, tt.policy)
 			// A first call leaves an idle connection, which the transport
 			// would retry a request on if it were replayable.
@@ -670,8 +880,8 @@ func TestServeTimeout(t *testing.T) {
 				unblocked <- errors.New("upstream handler still blocked after 10s")
 			}
 		})
-		h := newHarness(t, allowLoopback(t))
-		c := conn(up.URL, connections.PolicyNone)
+		h := newHarness(t, outboundtest.Loopback(t))
+		c := conn(up.URL, none())
 		c.Timeout = 100 * time.Millisecond
 		start := time.Now()
 		rec := h.serve(getCall(c, ""))
@@ -696,11 +906,11 @@ func TestServeTimeout(t *testing.T) {
 			http.NewResponseController(w).Flush()
 			<-r.Context().Done()
 		})
-		h := newHarness(t, allowLoopback(t))
-		c := conn(up.URL, connections.PolicyNone)
+		h := newHarness(t, outboundtest.Loopback(t))
+		c := conn(up.URL, none())
 		c.Timeout = 200 * time.Millisecond
 		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			h.p.Serve(w, r, getCall(c, ""))
+			h.serveHTTP(w, r, getCall(c, ""))
 		}))
 		defer front.Close()
 		client := front.Client()
@@ -719,11 +929,11 @@ func TestServeTimeout(t *testing.T) {
 
 func TestServeEgressDenied(t *testing.T) {
 	up := newUpstream(t, nil)
-	h := newHarness(t, &invoke.Guard{})
-	rec := h.serve(getCall(conn(up.URL, connections.PolicyNone), ""))
+	h := newHarness(t, &outbound.Guard{})
+	rec := h.serve(getCall(conn(up.URL, none()), ""))
 	err := h.err(t)
-	var denied *invoke.DeniedError
-	if !errors.Is(err, invoke.ErrEgressDenied) || !errors.As(err, &denied) {
+	var denied *outbound.DeniedError
+	if !errors.Is(err, outbound.ErrEgressDenied) || !errors.As(err, &denied) {
 		t.Fatalf("Serve() error = %v, want a *DeniedError", err)
 	}
 	if denied.Reason != "loopback address" || !strings.Contains(err.Error(), "CONNMGR_EGRESS_ALLOW") {
@@ -742,34 +952,34 @@ func TestServeBodyTooLarge(t *testing.T) {
 	big := strings.Repeat("x", 64<<10)
 	for _, tt := range []struct {
 		name     string
-		policy   connections.Policy
+		policy   connections.Security
 		body     func() (io.ReadCloser, int64, bool)
 		upstream bool // whether the upstream may see the request start
 	}{
 		{
-			name: "by Content-Length", policy: connections.PolicyNone,
+			name: "by Content-Length", policy: none(),
 			body: func() (io.ReadCloser, int64, bool) { b, n := body(big); return b, n, false },
 		},
 		{
-			name: "by Content-Length, OAuth", policy: connections.PolicyClientCredentials,
+			name: "by Content-Length, OAuth", policy: oauth(),
 			body: func() (io.ReadCloser, int64, bool) { b, n := body(big); return b, n, false },
 		},
 		{
-			name: "replayable", policy: connections.PolicyClientCredentials,
+			name: "replayable", policy: oauth(),
 			body: func() (io.ReadCloser, int64, bool) { return streamOf(big), -1, true },
 		},
 		{
-			name: "streamed", policy: connections.PolicyNone, upstream: true,
+			name: "streamed", policy: none(), upstream: true,
 			body: func() (io.ReadCloser, int64, bool) { return streamOf(big), -1, false },
 		},
 		{
-			name: "streamed, one byte over", policy: connections.PolicyNone, upstream: true,
+			name: "streamed, one byte over", policy: none(), upstream: true,
 			body: func() (io.ReadCloser, int64, bool) { return streamOf(big[:limit+1]), -1, false },
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			up := newUpstream(t, nil)
-			h := newHarness(t, allowLoopback(t))
+			h := newHarness(t, outboundtest.Loopback(t))
 			h.p.MaxBody = limit
 			call := getCall(conn(up.URL, tt.policy), "upload")
 			call.Method = http.MethodPost
@@ -791,9 +1001,9 @@ func TestServeBodyTooLarge(t *testing.T) {
 
 	t.Run("exactly the limit", func(t *testing.T) {
 		up := newUpstream(t, nil)
-		h := newHarness(t, allowLoopback(t))
+		h := newHarness(t, outboundtest.Loopback(t))
 		h.p.MaxBody = limit
-		call := getCall(conn(up.URL, connections.PolicyNone), "upload")
+		call := getCall(conn(up.URL, none()), "upload")
 		call.Method = http.MethodPost
 		call.Body, call.ContentLength = streamOf(big[:limit]), -1
 		if rec := h.serve(call); rec.Code != http.StatusOK {
@@ -829,8 +1039,8 @@ func TestServePassesAnswersThrough(t *testing.T) {
 				w.WriteHeader(tt.status)
 				io.WriteString(w, tt.body)
 			})
-			h := newHarness(t, allowLoopback(t))
-			rec := h.serve(getCall(conn(up.URL, connections.PolicyNone), "start"))
+			h := newHarness(t, outboundtest.Loopback(t))
+			rec := h.serve(getCall(conn(up.URL, none()), "start"))
 			if err := h.err(t); err != nil {
 				t.Fatalf("Serve(%s) error = %v, want none", tt.name, err)
 			}
@@ -870,9 +1080,9 @@ func TestServeStreams(t *testing.T) {
 			}
 		}
 	})
-	h := newHarness(t, allowLoopback(t))
+	h := newHarness(t, outboundtest.Loopback(t))
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.p.Serve(w, r, getCall(conn(up.URL, connections.PolicyNone), "big"))
+		h.serveHTTP(w, r, getCall(conn(up.URL, none()), "big"))
 	}))
 	defer front.Close()
 	client := front.Client()
@@ -922,16 +1132,22 @@ func TestServeInvalidTarget(t *testing.T) {
 		{name: "missing parameter", target: invoke.Target{RelativeURI: "/orders/{id}", Template: true}, want: invoke.ErrTemplate},
 		{name: "unused parameter", target: invoke.Target{RelativeURI: "/orders", Template: true,
 			PathParams: map[string]string{"id": "1"}}, want: invoke.ErrTemplate},
+		{name: "parameter climbs out", target: invoke.Target{RelativeURI: "/{f}", Template: true,
+			PathParams: map[string]string{"f": "../admin/x"}}, want: invoke.ErrInvalidRelativeURI},
+		{name: "parameter climbs out, encoded", target: invoke.Target{RelativeURI: "/files/{f}", Template: true,
+			PathParams: map[string]string{"f": "..%2F..%2Fadmin"}}, want: invoke.ErrInvalidRelativeURI},
+		{name: "query over 16 KiB", target: invoke.Target{RelativeURI: "/x",
+			Query: url.Values{"q": {strings.Repeat("q", 16<<10)}}}, want: invoke.ErrInvalidRelativeURI},
 		{name: "bad base URL", base: "http://[::1", target: invoke.Target{RelativeURI: "/x"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			up := newUpstream(t, nil)
-			h := newHarness(t, allowLoopback(t))
+			h := newHarness(t, outboundtest.Loopback(t))
 			base := tt.base
 			if base == "" {
 				base = up.URL
 			}
-			call := getCall(conn(base, connections.PolicyClientCredentials), "")
+			call := getCall(conn(base, oauth()), "")
 			call.Target = tt.target
 			rec := h.serve(call)
 			err := h.err(t)
@@ -967,9 +1183,9 @@ func TestServeCredentialErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			up := newUpstream(t, nil)
-			h := newHarness(t, allowLoopback(t))
+			h := newHarness(t, outboundtest.Loopback(t))
 			h.creds.err = tt.err
-			rec := h.serve(getCall(conn(up.URL, connections.PolicyClientCredentials), ""))
+			rec := h.serve(getCall(conn(up.URL, oauth()), ""))
 			if err := h.err(t); err != tt.err || !errors.Is(err, tt.want) {
 				t.Errorf("Serve(%s) error = %v, want %v as it is", tt.name, err, tt.err)
 			}
@@ -983,32 +1199,27 @@ func TestServeCredentialErrors(t *testing.T) {
 	}
 }
 
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 func TestServeUnreachable(t *testing.T) {
 	plain := newUpstream(t, nil)
+	closing := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	})
 	for _, tt := range []struct {
 		name   string
 		base   string
 		lookup bool // resolve every name to nothing
 		reason string
 	}{
-		{name: "connection refused", base: "http://" + closedPort(t), reason: "connection refused"},
-		{name: "TLS to a plain server", base: strings.Replace(plain.URL, "http:", "https:", 1), reason: "TLS handshake failed"},
-		{name: "DNS failure", base: "http://nowhere.test", lookup: true, reason: "DNS lookup failed"},
+		{name: "connection refused", base: "http://" + outboundtest.ClosedPort(t), reason: "connection refused"},
+		{name: "TLS to a plain server", base: strings.Replace(plain.URL, "http:", "https:", 1),
+			reason: "TLS handshake failed: the server did not answer in TLS (is it plain HTTP?)"},
+		{name: "DNS failure", base: "http://nowhere.test", lookup: true, reason: `no such host "nowhere.test"`},
+		{name: "closed before an answer", base: closing.URL, reason: "the server closed the connection before answering"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			g := allowLoopback(t)
+			g := outboundtest.Loopback(t)
 			if tt.lookup {
 				g.Lookup = func(_ context.Context, host string) ([]netip.Addr, error) {
 					return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
@@ -1017,7 +1228,7 @@ func TestServeUnreachable(t *testing.T) {
 			h := newHarness(t, g)
 			var logs bytes.Buffer
 			h.p.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
-			rec := h.serve(getCall(conn(tt.base, connections.PolicyClientCredentials), ""))
+			rec := h.serve(getCall(conn(tt.base, oauth()), ""))
 			err := h.err(t)
 			if !errors.Is(err, invoke.ErrUpstreamUnreachable) || err.Error() != "upstream unreachable: "+tt.reason {
 				t.Errorf("Serve(%s) error = %v, want ErrUpstreamUnreachable: %s", tt.name, err, tt.reason)
@@ -1032,12 +1243,28 @@ func TestServeUnreachable(t *testing.T) {
 	}
 }
 
-func TestServeWithoutErrorHandler(t *testing.T) {
-	h := newHarness(t, allowLoopback(t))
-	h.p.ErrorHandler = nil
-	rec := h.serve(getCall(conn("http://"+closedPort(t), connections.PolicyNone), ""))
-	if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "upstream unreachable") {
-		t.Errorf("Serve() = %d %q, want 502 naming the error", rec.Code, rec.Body)
+// TestServeErrorWritesNothing checks that Serve leaves the answer to its
+// caller when it returns an error: nothing is written, so the caller's
+// own status and body go out.
+func TestServeErrorWritesNothing(t *testing.T) {
+	h := newHarness(t, outboundtest.Loopback(t))
+	rec := httptest.NewRecorder()
+	err := h.p.Serve(rec, httptest.NewRequest(http.MethodGet, "/invoke/Conn_Test/x", nil),
+		getCall(conn("http://"+outboundtest.ClosedPort(t), none()), "x"))
+	if !errors.Is(err, invoke.ErrUpstreamUnreachable) {
+		t.Fatalf("Serve() error = %v, want ErrUpstreamUnreachable", err)
+	}
+	if rec.Body.Len() != 0 || rec.Flushed {
+		t.Errorf("Serve() wrote %q (flushed %v) and returned an error, want nothing written", rec.Body, rec.Flushed)
+	}
+	rec.WriteHeader(http.StatusBadGateway)
+	if rec.Code != http.StatusBadGateway {
+		t.Errorf("status after the caller's WriteHeader(502) = %d: Serve had written one", rec.Code)
+	}
+	for k := range rec.Header() {
+		if k != "X-Request-Id" {
+			t.Errorf("Serve() set the response header %s and returned an error", k)
+		}
 	}
 }
 
@@ -1047,12 +1274,12 @@ func TestServeMetrics(t *testing.T) {
 			w.WriteHeader(http.StatusNotFound)
 		}
 	})
-	h := newHarness(t, allowLoopback(t))
-	c := conn(up.URL, connections.PolicyNone)
+	h := newHarness(t, outboundtest.Loopback(t))
+	c := conn(up.URL, none())
 	h.serve(getCall(c, "found"))
 	h.serve(getCall(c, "found"))
 	h.serve(getCall(c, "missing"))
-	h.serve(getCall(conn("http://"+closedPort(t), connections.PolicyNone), ""))
+	h.serve(getCall(conn("http://"+outboundtest.ClosedPort(t), none()), ""))
 
 	families, err := h.reg.Gather()
 	if err != nil {
@@ -1090,20 +1317,29 @@ func ExampleProxy_Serve() {
 	}))
 	defer target.Close()
 
-	allow, _ := invoke.ParseAllow("127.0.0.0/8") // tests only: targets are public
-	guard := &invoke.Guard{Allow: allow}
-	p := invoke.NewProxy(nil, guard.Transport(0), nil)
-	c := &connections.Connection{Name: "Conn_Orders", BaseURL: target.URL + "/v2",
-		Security: connections.Security{Policy: connections.PolicyNone}}
+	allow, _ := outbound.ParseAllow("127.0.0.0/8") // tests only: targets are public
+	transport := (&outbound.Guard{Allow: allow}).Transport(0)
+	p := invoke.NewProxy(nil, func(*connections.Connection) (http.RoundTripper, error) { return transport, nil }, nil)
+	c := &connections.Connection{Name: "Conn_Orders", BaseURL: target.URL + "/v2", Security: &security.None{}}
+	r := httptest.NewRequest(http.MethodGet, "/invoke/Conn_Orders/orders/A-17", nil)
 
 	w := httptest.NewRecorder()
-	p.Serve(w, httptest.NewRequest(http.MethodGet, "/invoke/Conn_Orders/orders/A-17", nil), invoke.Call{
+	err := p.Serve(w, r, invoke.Call{
 		Conn:   c,
 		Target: invoke.Target{RelativeURI: "orders/{id}", Template: true, PathParams: map[string]string{"id": "A 17"}},
 		Method: http.MethodGet,
 	})
-	fmt.Println(w.Code, w.Body)
-	// Output: 200 GET /v2/orders/A%2017
+	fmt.Println(w.Code, w.Body, err)
+
+	// connmgr's own errors are returned, not written: the caller renders
+	// them.
+	w = httptest.NewRecorder()
+	err = p.Serve(w, r, invoke.Call{Conn: c, Target: invoke.Target{RelativeURI: "/{f}", Template: true,
+		PathParams: map[string]string{"f": "../admin"}}})
+	fmt.Println(w.Body.Len(), err)
+	// Output:
+	// 200 GET /v2/orders/A%2017 <nil>
+	// 0 invalid relative URI: value of {f} holds a dot segment
 }
 
 // The two benchmarks compare Serve with a bare ReverseProxy over the same
@@ -1111,20 +1347,21 @@ func ExampleProxy_Serve() {
 
 func BenchmarkServe(b *testing.B) {
 	srv := benchUpstream(b)
-	tr := allowLoopback(b).Transport(0)
+	tr := outboundtest.Loopback(b).Transport(0)
 	b.Cleanup(tr.CloseIdleConnections)
-	p := invoke.NewProxy(&fakeCreds{}, tr, prometheus.NewRegistry())
-	c := conn(srv.URL+"/v2", connections.PolicyAPIKey)
+	p := invoke.NewProxy(&fakeCreds{}, func(*connections.Connection) (http.RoundTripper, error) { return tr, nil },
+		prometheus.NewRegistry())
+	c := conn(srv.URL+"/v2", apiKeyPolicy())
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			r := httptest.NewRequest(http.MethodGet, "/invoke/Conn_Test/orders/A-17", nil)
 			r.Header.Set("Accept", "application/json")
 			w := httptest.NewRecorder()
-			p.Serve(w, r, invoke.Call{Conn: c, Target: invoke.Target{RelativeURI: "orders/A-17"},
+			err := p.Serve(w, r, invoke.Call{Conn: c, Target: invoke.Target{RelativeURI: "orders/A-17"},
 				Method: r.Method, Header: r.Header, Body: r.Body, ContentLength: r.ContentLength, RequestID: "req-1"})
-			if w.Code != http.StatusOK {
-				b.Fatalf("Serve() status = %d, want 200", w.Code)
+			if err != nil || w.Code != http.StatusOK {
+				b.Fatalf("Serve() = %d, %v; want 200", w.Code, err)
 			}
 		}
 	})
@@ -1132,7 +1369,7 @@ func BenchmarkServe(b *testing.B) {
 
 func BenchmarkReverseProxy(b *testing.B) {
 	srv := benchUpstream(b)
-	tr := allowLoopback(b).Transport(0)
+	tr := outboundtest.Loopback(b).Transport(0)
 	b.Cleanup(tr.CloseIdleConnections)
 	target, _ := url.Parse(srv.URL + "/v2")
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: tr}
@@ -1172,8 +1409,8 @@ func TestServeLimits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, allowLoopback(t))
-			c := conn(up.URL, connections.PolicyNone)
+			h := newHarness(t, outboundtest.Loopback(t))
+			c := conn(up.URL, none())
 			tt.set(c)
 			ok := 0
 			for range tt.calls {
@@ -1191,8 +1428,8 @@ func TestServeLimits(t *testing.T) {
 		})
 	}
 	t.Run("maxConcurrent 2", func(t *testing.T) {
-		h := newHarness(t, allowLoopback(t))
-		c := conn(up.URL, connections.PolicyNone)
+		h := newHarness(t, outboundtest.Loopback(t))
+		c := conn(up.URL, none())
 		c.MaxConcurrent = 2
 		var wg sync.WaitGroup
 		for range 2 {

@@ -25,6 +25,9 @@ var ErrTemplate = errors.New("relative URI template and parameters do not match"
 const (
 	// maxRelativeURI bounds the work Resolve does on one call.
 	maxRelativeURI = 8 << 10
+	// maxQuery bounds the merged query string: the base URL's, the
+	// relative URI's and the extra parameters, encoded.
+	maxQuery = 16 << 10
 	// maxDecodeRounds bounds repeated percent-decoding. No honest path is
 	// encoded this many times; a hostile one is refused rather than decoded
 	// for ever.
@@ -59,7 +62,8 @@ type Target struct {
 // directory whether or not it ends in "/"), and the query made of the base
 // URL's query, then RelativeURI's query, then t.Query (keys sorted), all
 // re-encoded. The result's RawPath is set, so encoded slashes in parameter
-// values survive String and EscapedPath.
+// values survive String and EscapedPath. The relative URI may be at most
+// 8 KiB long, the merged query at most 16 KiB.
 //
 // Errors wrap ErrInvalidRelativeURI or ErrTemplate and give a short reason
 // without echoing the input. A base URL that is nil or not absolute with a
@@ -167,8 +171,11 @@ func buildPath(p string, t Target) (string, error) {
 				used[pc.text] = true
 				if d, reason := decode(v); reason != "" {
 					return "", invalid("value of {%s} %s", short(pc.text), reason)
-				} else if isDot(d) {
-					return "", invalid("value of {%s} is a dot segment", short(pc.text))
+				} else if hasDotSegment(d) {
+					// Encoded as one segment it cannot climb out here, but a
+					// server that decodes %2F before normalising would read
+					// "../admin" as a path.
+					return "", invalid("value of {%s} holds a dot segment", short(pc.text))
 				}
 				b.WriteString(url.PathEscape(v))
 				continue
@@ -328,6 +335,17 @@ func isASCII(s string) bool {
 	return true
 }
 
+// hasDotSegment reports whether decoded text, split at '/', holds a "."
+// or ".." segment.
+func hasDotSegment(d string) bool {
+	for part := range strings.SplitSeq(d, "/") {
+		if isDot(part) {
+			return true
+		}
+	}
+	return false
+}
+
 // isDot reports whether a decoded segment is "." or "..", ignoring a
 // ";parameter" suffix that servers such as Tomcat strip ("..;/").
 func isDot(seg string) bool {
@@ -421,8 +439,18 @@ func unhex(c byte) byte {
 // would encode them but without reordering.
 func mergeQuery(baseQuery, relQuery string, extra url.Values) (string, error) {
 	var pairs []string
+	// size is the length of every pair given so far joined by '&' (-1 for
+	// none); pairs are kept while it is within maxQuery.
+	size := -1
 	add := func(k, v string) {
-		pairs = append(pairs, url.QueryEscape(k)+"="+url.QueryEscape(v))
+		if size > maxQuery {
+			return // too long already: no need to encode the rest
+		}
+		pair := url.QueryEscape(k) + "=" + url.QueryEscape(v)
+		size += len(pair) + 1
+		if size <= maxQuery {
+			pairs = append(pairs, pair)
+		}
 	}
 	if reason := eachPair(baseQuery, add); reason != "" {
 		return "", fmt.Errorf("invoke: base URL query %s", reason)
@@ -437,6 +465,11 @@ func mergeQuery(baseQuery, relQuery string, extra url.Values) (string, error) {
 			}
 			add(k, v)
 		}
+	}
+	if size > maxQuery {
+		// Checked here, not on the joined result: the pairs past the
+		// limit were not kept.
+		return "", invalid("has a query longer than %d KiB", maxQuery>>10)
 	}
 	return strings.Join(pairs, "&"), nil
 }

@@ -71,7 +71,10 @@ var resolveTests = []resolveTest{
 	{name: "param slash encoded", base: api, target: tmpl("f/{p}", "p", "a/b"), want: api + "/f/a%2Fb"},
 	{name: "param query and fragment encoded", base: api, target: tmpl("f/{p}", "p", "a?b#c"), want: api + "/f/a%3Fb%23c"},
 	{name: "param percent encoded", base: api, target: tmpl("f/{p}", "p", "100%"), want: api + "/f/100%25"},
-	{name: "param traversal encoded", base: api, target: tmpl("f/{p}", "p", "../x"), want: api + "/f/..%2Fx"},
+	{name: "param with slashes is one segment", base: api, target: tmpl("/{f}", "f", "a/b"), want: api + "/a%2Fb"},
+	{name: "param version with slash", base: api, target: tmpl("/{f}", "f", "v1.2/x"), want: api + "/v1.2%2Fx"},
+	{name: "param dots around slash", base: api, target: tmpl("/{f}", "f", "a./.b/...."), want: api + "/a.%2F.b%2F...."},
+	{name: "param trailing slash", base: api, target: tmpl("/{f}", "f", "a/"), want: api + "/a%2F"},
 	{name: "param dots inside", base: api, target: tmpl("f/{p}", "p", "..."), want: api + "/f/..."},
 	{name: "param space and semicolon", base: api, target: tmpl("f/{p}", "p", "a b;c"), want: api + "/f/a%20b%3Bc"},
 	{name: "param beside dots", base: api, target: tmpl("f/{p}..", "p", "x"), want: api + "/f/x.."},
@@ -168,6 +171,51 @@ var resolveTests = []resolveTest{
 	{name: "params make dotdot", base: api, target: tmpl("f/{a}{b}", "a", ".", "b", "."), wantErr: bad},
 	{name: "param and literal make dotdot", base: api, target: tmpl("f/.{a}", "a", "."), wantErr: bad},
 	{name: "param percent and literal make dot", base: api, target: tmpl("f/{a}2e", "a", "%"), wantErr: bad},
+
+	// Parameter values that climb out of the base path once a server
+	// decodes %2F before normalising (#8.2).
+	{name: "param climbs to admin", base: api, target: tmpl("/{f}", "f", "../admin/x"), wantErr: bad},
+	{name: "param dot first", base: api, target: tmpl("/{f}", "f", "./x"), wantErr: bad},
+	{name: "param dotdot inside", base: api, target: tmpl("/{f}", "f", "a/../b"), wantErr: bad},
+	{name: "param dotdot last", base: api, target: tmpl("/{f}", "f", "a/.."), wantErr: bad},
+	{name: "param dot inside", base: api, target: tmpl("/{f}", "f", "a/./b"), wantErr: bad},
+	{name: "param dotdot alone", base: api, target: tmpl("/{f}", "f", ".."), wantErr: bad},
+	{name: "param encoded dots and slash", base: api, target: tmpl("/{f}", "f", "%2e%2e/x"), wantErr: bad},
+	{name: "param encoded slash", base: api, target: tmpl("/{f}", "f", "..%2Fx"), wantErr: bad},
+	{name: "param double-encoded slash", base: api, target: tmpl("/{f}", "f", "..%252Fx"), wantErr: bad},
+	{name: "param double-encoded dots", base: api, target: tmpl("/{f}", "f", "%252e%252e%252fx"), wantErr: bad},
+	{name: "param backslash dotdot", base: api, target: tmpl("/{f}", "f", `..\x`), wantErr: bad},
+	{name: "param encoded backslash dotdot", base: api, target: tmpl("/{f}", "f", "..%5Cx"), wantErr: bad},
+	{name: "param backslash inside", base: api, target: tmpl("/{f}", "f", `a\..\b`), wantErr: bad},
+	{name: "param fullwidth dots and slash", base: api, target: tmpl("/{f}", "f", "\uFF0E\uFF0E/x"), wantErr: bad},
+	{name: "param fullwidth slash", base: api, target: tmpl("/{f}", "f", "a\uFF0F..\uFF0Fb"), wantErr: bad},
+	{name: "param encoded fullwidth dots", base: api, target: tmpl("/{f}", "f", "%EF%BC%8E%EF%BC%8E/x"), wantErr: bad},
+	{name: "param two dot leader", base: api, target: tmpl("/{f}", "f", "\u2025/x"), wantErr: bad},
+	{name: "param dotdot semicolon", base: api, target: tmpl("/{f}", "f", "..;/x"), wantErr: bad},
+	{name: "param dotdot semicolon inside", base: api, target: tmpl("/{f}", "f", "a/..;jsessionid=1/b"), wantErr: bad},
+	{name: "param overlong dots", base: api, target: tmpl("/{f}", "f", "%C0%AE%C0%AE/x"), wantErr: bad},
+	{name: "param climbs beside literal", base: api, target: tmpl("/files/{f}/raw", "f", "../../admin"), wantErr: bad},
+
+	// Bounds of the merged query (#8.12).
+	{name: "query of exactly 16 KiB", base: api, target: invoke.Target{Query: url.Values{"a": {strings.Repeat("b", 16<<10-2)}}},
+		want: api + "?a=" + strings.Repeat("b", 16<<10-2)},
+	{name: "query one byte over 16 KiB", base: api, target: invoke.Target{Query: url.Values{"a": {strings.Repeat("b", 16<<10-1)}}},
+		wantErr: bad},
+	{name: "many query parameters", base: api, target: invoke.Target{RelativeURI: "x", Query: manyParams(2000)}, wantErr: bad},
+	{name: "encoding makes it long", base: api, target: invoke.Target{Query: url.Values{"q": {strings.Repeat("/", 6<<10)}}}, wantErr: bad},
+	{name: "16 KiB, then one more parameter", base: apiKey,
+		target: invoke.Target{Query: url.Values{"a": {strings.Repeat("b", 16<<10-11)}, "z": {"1"}}}, wantErr: bad},
+	{name: "base, relative and extra query add up", base: apiKey,
+		target: invoke.Target{RelativeURI: "x?" + strings.Repeat("r", 8<<10-3), Query: url.Values{"q": {strings.Repeat("q", 8<<10)}}}, wantErr: bad},
+}
+
+// manyParams returns n query parameters of 10 bytes each once encoded.
+func manyParams(n int) url.Values {
+	q := url.Values{}
+	for i := range n {
+		q.Set(fmt.Sprintf("k%04d", i), "vvv")
+	}
+	return q
 }
 
 func TestResolve(t *testing.T) {
@@ -210,7 +258,9 @@ func TestResolveReasons(t *testing.T) {
 		{tmpl("/orders/{orderId}"), "relative URI template and parameters do not match: placeholder {orderId} has no value"},
 		{tmpl("/orders", "x", "1"), `relative URI template and parameters do not match: parameter "x" is not used in the template`},
 		{tmpl("/orders", strings.Repeat("x", 1000), "1"), `relative URI template and parameters do not match: parameter "` + strings.Repeat("x", 40) + `..." is not used in the template`},
-		{tmpl("f/{p}", "p", ".."), "invalid relative URI: value of {p} is a dot segment"},
+		{tmpl("f/{p}", "p", ".."), "invalid relative URI: value of {p} holds a dot segment"},
+		{tmpl("f/{p}", "p", "../admin"), "invalid relative URI: value of {p} holds a dot segment"},
+		{invoke.Target{Query: url.Values{"q": {strings.Repeat("b", 16<<10)}}}, "invalid relative URI: has a query longer than 16 KiB"},
 	} {
 		_, err := invoke.Resolve(base, tt.target)
 		if err == nil || err.Error() != tt.want {
@@ -247,7 +297,9 @@ func ExampleResolve() {
 
 // FuzzResolve checks, for any relative URI and parameter value, that
 // Resolve never panics, fails only with its sentinels, and that every
-// result stays on the base's host and under its path.
+// result stays on the base's host and under its path, also for a server
+// that decodes %2F before normalising: a path parameter value, decoded
+// and split at '/' or '\', holds no dot segment.
 func FuzzResolve(f *testing.F) {
 	var bases []string
 	index := map[string]uint8{}
@@ -311,5 +363,28 @@ func FuzzResolve(f *testing.F) {
 		if strings.ContainsFunc(s, unicode.IsControl) || strings.Contains(s, `\`) {
 			t.Fatalf("Resolve(%q) = %q, which has a control character or backslash", relURI, s)
 		}
+		if target.PathParams != nil && hasDotSegment(param) {
+			t.Fatalf("Resolve(%q) with {id} = %q accepted a value that decodes to a dot segment: %v", relURI, param, s)
+		}
 	})
+}
+
+// hasDotSegment reports whether v, percent-decoded as often as it decodes
+// and split at '/' and '\', holds a "." or ".." segment (a ";param" suffix
+// ignored, as Tomcat ignores it).
+func hasDotSegment(v string) bool {
+	for range 20 {
+		d, err := url.PathUnescape(v)
+		if err != nil || d == v {
+			break
+		}
+		v = d
+	}
+	for seg := range strings.FieldsFuncSeq(v, func(r rune) bool { return r == '/' || r == '\\' }) {
+		seg, _, _ = strings.Cut(seg, ";")
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }

@@ -1,4 +1,4 @@
-package security
+package security_test
 
 import (
 	"bytes"
@@ -22,13 +22,17 @@ import (
 	"github.com/go-oauth2/oauth2/v4/manage"
 	"github.com/go-oauth2/oauth2/v4/models"
 	"github.com/go-oauth2/oauth2/v4/server"
-	"github.com/go-oauth2/oauth2/v4/store"
+	oauthstore "github.com/go-oauth2/oauth2/v4/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"go.uber.org/goleak"
 
 	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/connections/connectionstest"
+	"github.com/connmgr/connmgr/outbound"
+	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/security/keyring"
+	"github.com/connmgr/connmgr/store"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 func TestMain(m *testing.M) {
@@ -41,8 +45,8 @@ func TestMain(m *testing.M) {
 
 // canary marks every secret value in these tests: client secrets,
 // passwords, issued access and refresh tokens, authorization codes and
-// token endpoint error bodies. None may show up in logs, metrics or error
-// texts.
+// token endpoint error bodies. None may show up in logs, metrics, error
+// texts or database rows.
 const canary = "CANARY"
 
 // testClock is an injected clock the tests move by hand.
@@ -102,6 +106,10 @@ type tokenRequest struct {
 	Auth   string // the Authorization header
 	Status int    // answered
 	Error  string // OAuth error code answered
+	Access string // access token answered
+	// BasicID and BasicSecret are the Basic header's id and secret as
+	// sent, before any form-decoding.
+	BasicID, BasicSecret string
 }
 
 // tokenFailure is what the endpoint answers instead of a token.
@@ -129,13 +137,19 @@ type tokenServer struct {
 	families  map[string]*tokenFamily // by every refresh token ever issued in them
 	reuses    int
 	inFlight  int
-	expiresIn any           // JSON value of expires_in, or omitExpiresIn
-	rotate    bool          // issue a new refresh token with each refresh
-	delay     time.Duration // before answering
-	hold      chan struct{} // answer once closed (instead of delay)
+	expiresIn any             // JSON value of expires_in, or omitExpiresIn
+	rotate    bool            // issue a new refresh token with each refresh
+	delay     time.Duration   // before answering
+	hold      <-chan struct{} // answer once closed (instead of delay)
 	fail      *tokenFailure
 	formBody  bool // answer application/x-www-form-urlencoded
 	tokenType string
+	// access makes the nth access token (default: a canary-marked text).
+	access func(n int) string
+	// description, when set, is the error_description of failures
+	// (default: a text that echoes the client_secret sent, which connmgr
+	// must redact).
+	description *string
 }
 
 func newTokenServer(t testing.TB, now func() time.Time) *tokenServer {
@@ -240,7 +254,8 @@ func (s *tokenServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	req := tokenRequest{At: s.now(), Grant: r.PostForm.Get("grant_type"), Form: r.PostForm,
 		Auth: r.Header.Get("Authorization"), Client: r.PostForm.Get("client_id")}
-	if id, _, ok := r.BasicAuth(); ok {
+	if id, secret, ok := r.BasicAuth(); ok {
+		req.BasicID, req.BasicSecret = id, secret
 		req.Client, _ = url.QueryUnescape(id)
 	}
 	s.mu.Lock()
@@ -254,9 +269,10 @@ func (s *tokenServer) serve(w http.ResponseWriter, r *http.Request) {
 	}()
 	wait := hold
 	if wait == nil && delay > 0 {
-		wait = make(chan struct{})
-		timer := time.AfterFunc(delay, func() { close(wait) })
+		ch := make(chan struct{})
+		timer := time.AfterFunc(delay, func() { close(ch) })
 		defer timer.Stop()
+		wait = ch
 	}
 	if wait != nil {
 		select {
@@ -303,8 +319,11 @@ func (s *tokenServer) serve(w http.ResponseWriter, r *http.Request) {
 func (s *tokenServer) answer(req *tokenRequest) (int, map[string]any) {
 	oauthError := func(status int, code string) (int, map[string]any) {
 		req.Error = code
-		return status, map[string]any{"error": code,
-			"error_description": canary + "-BODY the endpoint explains, with " + req.Form.Get("client_secret")}
+		desc := "the endpoint explains, with " + req.Form.Get("client_secret")
+		if s.description != nil {
+			desc = *s.description
+		}
+		return status, map[string]any{"error": code, "error_description": desc}
 	}
 	if f := s.fail; f != nil {
 		if f.code == "" {
@@ -313,8 +332,11 @@ func (s *tokenServer) answer(req *tokenRequest) (int, map[string]any) {
 		return oauthError(f.status, f.code)
 	}
 	s.issued++
-	body := map[string]any{"access_token": fmt.Sprintf("%s-AT-%s-%d", canary, req.Client, s.issued),
-		"token_type": s.tokenType}
+	access := fmt.Sprintf("%s-AT-%s-%d", canary, req.Client, s.issued)
+	if s.access != nil {
+		access = s.access(s.issued)
+	}
+	body := map[string]any{"access_token": access, "token_type": s.tokenType}
 	if s.expiresIn != omitExpiresIn {
 		body["expires_in"] = s.expiresIn
 	}
@@ -345,6 +367,7 @@ func (s *tokenServer) answer(req *tokenRequest) (int, map[string]any) {
 	default:
 		return oauthError(http.StatusBadRequest, "unsupported_grant_type")
 	}
+	req.Access = access
 	return http.StatusOK, body
 }
 
@@ -381,15 +404,19 @@ type asRequest struct {
 // S256 required, refresh tokens rotated (the old one removed at once, so
 // a reused one is invalid_grant), a user who approves every request
 // unless deny is set, and client credentials. Its redirect carries iss
-// (RFC 9207).
+// (RFC 9207); its metadata (/.well-known/openid-configuration) advertises
+// that when issSupported is set.
 type authServer struct {
 	srv          *httptest.Server
 	clientID     string
 	clientSecret string
 	deny         atomic.Bool
+	issSupported atomic.Bool
 
-	mu     sync.Mutex
-	tokens []asRequest
+	mu       sync.Mutex
+	tokens   []asRequest
+	hold     <-chan struct{} // token requests wait until it is closed
+	inFlight int
 }
 
 func newAuthServer(t testing.TB, clientID, clientSecret, redirectURI string) *authServer {
@@ -401,14 +428,14 @@ func newAuthServer(t testing.TB, clientID, clientSecret, redirectURI string) *au
 	mgr.SetClientTokenCfg(&manage.Config{AccessTokenExp: time.Hour})
 	mgr.SetRefreshTokenCfg(&manage.RefreshingConfig{IsGenerateRefresh: true, IsRemoveRefreshing: true,
 		IsRemoveAccess: true})
-	mgr.MustTokenStorage(store.NewMemoryTokenStore())
+	mgr.MustTokenStorage(oauthstore.NewMemoryTokenStore())
 	mgr.MapAccessGenerate(canaryAccess{generates.NewAccessGenerate()})
 	mgr.MapAuthorizeGenerate(canaryCode{generates.NewAuthorizeGenerate()})
 	redirect, err := url.Parse(redirectURI)
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients := store.NewClientStore()
+	clients := oauthstore.NewClientStore()
 	if err := clients.Set(clientID, &models.Client{ID: clientID, Secret: clientSecret,
 		Domain: redirect.Scheme + "://" + redirect.Host}); err != nil {
 		t.Fatal(err)
@@ -437,6 +464,22 @@ func newAuthServer(t testing.TB, clientID, clientSecret, redirectURI string) *au
 		}
 	})
 	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
+		as.mu.Lock()
+		hold := as.hold
+		as.inFlight++
+		as.mu.Unlock()
+		defer func() {
+			as.mu.Lock()
+			as.inFlight--
+			as.mu.Unlock()
+		}()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		rec := httptest.NewRecorder()
 		_ = srv.HandleTokenRequest(rec, r)
 		var body struct {
@@ -452,9 +495,46 @@ func newAuthServer(t testing.TB, clientID, clientSecret, redirectURI string) *au
 		w.WriteHeader(rec.Code)
 		_, _ = w.Write(rec.Body.Bytes())
 	})
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"issuer": as.Issuer(), "authorization_endpoint": as.AuthURL(),
+			"token_endpoint": as.TokenURL(), "response_types_supported": []string{"code"},
+			"authorization_response_iss_parameter_supported": as.issSupported.Load()})
+	})
 	as.srv = httptest.NewServer(mux)
 	t.Cleanup(as.srv.Close)
 	return as
+}
+
+// newHold returns a channel for a server's hold and the function that
+// closes it, which the end of the test calls too.
+func newHold(t testing.TB) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(ch) }) }
+	t.Cleanup(release)
+	return ch, release
+}
+
+// holdTokens makes token requests wait until release is called.
+func (as *authServer) holdTokens(t testing.TB) (release func()) {
+	hold, open := newHold(t)
+	as.mu.Lock()
+	as.hold = hold
+	as.mu.Unlock()
+	return func() {
+		as.mu.Lock()
+		as.hold = nil
+		as.mu.Unlock()
+		open()
+	}
+}
+
+// busy reports whether a token request is waiting or being answered.
+func (as *authServer) busy() bool {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	return as.inFlight > 0
 }
 
 // Issuer is the server's issuer identifier.
@@ -544,23 +624,24 @@ func authorize(t testing.TB, authURL, callback string) url.Values {
 
 // ---------------------------------------------------------------------------
 // A connmgr process stand-in: database, key ring, connection store and
-// service, and a Manager with the egress-guarded client.
+// service, token store, and a Manager with the egress-guarded client.
 
-// GuardedClient returns package invoke's egress-guarded HTTP client, the
-// one connmgr gives the Manager, with the CIDRs in allow allowed (the
-// syntax of CONNMGR_EGRESS_ALLOW). invoke imports this package, so only
-// the external test package can build that client: oauth_test.go sets
-// GuardedClient in its init.
-var GuardedClient func(allow string, timeout time.Duration) (*http.Client, error)
+// guardedClient returns the egress-guarded HTTP client connmgr gives the
+// Manager, with the CIDRs in allow allowed (the syntax of
+// CONNMGR_EGRESS_ALLOW).
+func guardedClient(allow string, timeout time.Duration) (*http.Client, error) {
+	prefixes, err := outbound.ParseAllow(allow)
+	if err != nil {
+		return nil, err
+	}
+	return (&outbound.Guard{Allow: prefixes}).Client(timeout), nil
+}
 
 // loopbackClient is the egress-guarded client with 127.0.0.0/8 allowed, as
 // CONNMGR_EGRESS_ALLOW=127.0.0.0/8 would allow it.
 func loopbackClient(t testing.TB, timeout time.Duration) *http.Client {
 	t.Helper()
-	if GuardedClient == nil {
-		t.Fatal("GuardedClient is not set (oauth_test.go sets it)")
-	}
-	c, err := GuardedClient("127.0.0.0/8", timeout)
+	c, err := guardedClient("127.0.0.0/8", timeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,21 +649,35 @@ func loopbackClient(t testing.TB, timeout time.Duration) *http.Client {
 	return c
 }
 
+// withClient makes the Manager use client for every connection.
+func withClient(client *http.Client) func(*security.ManagerConfig) {
+	return func(cfg *security.ManagerConfig) {
+		cfg.Clients = func(*connections.Connection) (*http.Client, error) { return client, nil }
+	}
+}
+
+// process is one connmgr process on the env's database.
+type process struct {
+	m      *security.Manager
+	conns  *store.Connections
+	tokens *store.Tokens
+	svc    *connections.Service
+	reg    *prometheus.Registry
+}
+
 // tokenEnv is one database with the Managers ("processes") on it, a shared
 // test clock, and captured logs and metrics.
 type tokenEnv struct {
+	*process
 	t     *testing.T
-	db    *connections.DB
+	db    *store.DB
 	dbURL string // PostgreSQL URL, "" for SQLite
 	dir   string // SQLite data directory
-	ring  *KeyRing
-	store *connections.GormStore
-	svc   *connections.Service
+	ring  *keyring.KeyRing
+	fp    *connections.Fingerprinter
 	clock *testClock
 	logs  *lockedBuffer
 	log   *slog.Logger
-	m     *Manager
-	reg   *prometheus.Registry
 
 	seen *seen // shared by the copies at
 }
@@ -605,67 +700,66 @@ func (e *tokenEnv) at(t *testing.T) *tokenEnv {
 
 // newTokenEnv opens a database on engine and starts one Manager on it;
 // opts adjust its configuration. When the test ends, it checks that no
-// canary reached the logs or the metrics.
-func newTokenEnv(t *testing.T, engine connectionstest.Engine, opts ...func(*ManagerConfig)) *tokenEnv {
+// canary reached the logs, the metrics, the errors or the database rows.
+func newTokenEnv(t *testing.T, engine storetest.Engine, opts ...func(*security.ManagerConfig)) *tokenEnv {
 	t.Helper()
-	db, where := connectionstest.OpenURL(t, engine)
-	ring, _ := newRing(t, "t1") // one key ring for all the "processes" of the env
-	e := &tokenEnv{t: t, db: db, ring: ring, clock: newTestClock(), logs: &lockedBuffer{},
-		seen: &seen{}}
-	if engine == connectionstest.Postgres {
+	db, where := storetest.OpenURL(t, engine)
+	e := &tokenEnv{t: t, db: db, ring: storetest.KeyRing(t), clock: newTestClock(), logs: &lockedBuffer{},
+		seen: &seen{}, fp: connections.NewFingerprinter([]byte("test fingerprint key"))}
+	if engine == storetest.Postgres {
 		e.dbURL = where
 	} else {
 		e.dir = where
 	}
 	e.log = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.m, e.store, e.svc, e.reg = e.process(db, opts...)
+	e.process = e.start(db, opts...)
 	t.Cleanup(func() { e.checkCanaries(t) })
 	return e
 }
 
-// process starts a Manager ("a connmgr process") on db.
-func (e *tokenEnv) process(db *connections.DB, opts ...func(*ManagerConfig)) (*Manager, *connections.GormStore, *connections.Service, *prometheus.Registry) {
-	st := connections.NewGormStore(db.DB, e.ring)
-	svc := &connections.Service{Store: st}
-	reg := prometheus.NewRegistry()
-	cfg := ManagerConfig{DB: db.DB, Sealer: e.ring, Connections: st, Status: svc,
-		Client: loopbackClient(e.t, 5*time.Second), Now: e.clock.Now, Logger: e.log, Registerer: reg}
+// start starts a Manager ("a connmgr process") on db, wired as
+// cmd/connmgr/wire wires it.
+func (e *tokenEnv) start(db *store.DB, opts ...func(*security.ManagerConfig)) *process {
+	p := &process{conns: store.NewConnections(db, e.ring), tokens: store.NewTokens(db, e.ring),
+		reg: prometheus.NewRegistry()}
+	p.svc = &connections.Service{Store: p.conns, Fingerprints: e.fp, Now: e.clock.Now}
+	cfg := security.ManagerConfig{Store: p.tokens, Connections: p.conns, Status: p.svc, Now: e.clock.Now,
+		Logger: e.log, Registerer: p.reg}
+	withClient(loopbackClient(e.t, 5*time.Second))(&cfg)
 	for _, o := range opts {
 		o(&cfg)
 	}
 	e.seen.mu.Lock()
-	e.seen.regs = append(e.seen.regs, reg)
+	e.seen.regs = append(e.seen.regs, p.reg)
 	e.seen.mu.Unlock()
-	m := NewManager(cfg)
-	svc.Observers = append(svc.Observers, m.Observe)
-	return m, st, svc, reg
+	p.m = security.NewManager(cfg)
+	p.svc.Observers = append(p.svc.Observers, p.m.Observe)
+	return p
 }
 
 // replica starts another Manager on the same database: on PostgreSQL over
 // its own connection pool, on SQLite on the same handle (one process with
 // one SQLite connection, as connmgr runs it).
-func (e *tokenEnv) replica(opts ...func(*ManagerConfig)) *Manager {
+func (e *tokenEnv) replica(opts ...func(*security.ManagerConfig)) *security.Manager {
 	e.t.Helper()
 	db := e.db
 	if e.dbURL != "" {
 		db = e.reopen()
 	}
-	m, _, _, _ := e.process(db, opts...)
-	return m
+	return e.start(db, opts...).m
 }
 
 // restarted starts a Manager as a new process would: over a new database
 // handle, with an empty cache.
-func (e *tokenEnv) restarted(opts ...func(*ManagerConfig)) *Manager {
+func (e *tokenEnv) restarted(opts ...func(*security.ManagerConfig)) *security.Manager {
 	e.t.Helper()
-	m, _, _, _ := e.process(e.reopen(), opts...)
-	return m
+	return e.start(e.reopen(), opts...).m
 }
 
 // reopen opens another handle on the env's database.
-func (e *tokenEnv) reopen() *connections.DB {
+func (e *tokenEnv) reopen() *store.DB {
 	e.t.Helper()
-	db, err := connections.OpenDB(context.Background(), e.dbURL, e.dir)
+	db, err := store.OpenDB(context.Background(), e.dbURL, e.dir)
 	if err != nil {
 		e.t.Fatalf("open the database again: %v", err)
 	}
@@ -712,11 +806,14 @@ func (e *tokenEnv) metricsText() string {
 	return b.String()
 }
 
-// checkCanaries fails the test if a secret reached the logs, the metrics
-// or a recorded error.
+// checkCanaries fails the test if a secret reached the logs, the metrics,
+// a recorded error or, in plaintext, a row of the database.
 func (e *tokenEnv) checkCanaries(t *testing.T) {
 	t.Helper()
 	places := map[string]string{"logs": e.logs.String(), "metrics": e.metricsText()}
+	for _, table := range []string{"connections", "connection_secrets", "tokens", "oauth_states"} {
+		places[table+" rows"] = strings.Join(storetest.TableText(t, e.db.DB, table), "\n")
+	}
 	e.seen.mu.Lock()
 	places["errors"] = strings.Join(e.seen.errs, "\n")
 	secrets := append([]string{canary}, e.seen.extras...)
@@ -765,7 +862,7 @@ func (e *tokenEnv) create(c *connections.Connection) *connections.Connection {
 // get loads the named connection (status included) from the store.
 func (e *tokenEnv) get(name string) *connections.Connection {
 	e.t.Helper()
-	c, err := e.store.Get(context.Background(), name)
+	c, err := e.conns.Get(context.Background(), name)
 	if err != nil {
 		e.t.Fatalf("get %s: %v", name, err)
 	}
@@ -773,44 +870,68 @@ func (e *tokenEnv) get(name string) *connections.Connection {
 }
 
 // seed stores a token for c as if obtained at obtained with lifetime,
-// over whatever is stored.
+// over whatever is stored, due for refresh at its unjittered time.
 func (e *tokenEnv) seed(c *connections.Connection, access, refresh string, obtained time.Time, lifetime time.Duration) {
 	e.t.Helper()
 	ctx := context.Background()
-	st, err := e.m.store.load(ctx, c.ID)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	tok := &Token{AccessToken: connections.NewSecret(access), RefreshToken: connections.NewSecret(refresh),
+	st := e.stored(c)
+	tok := &security.Token{AccessToken: connections.NewSecret(access), RefreshToken: connections.NewSecret(refresh),
 		TokenType: "Bearer", ObtainedAt: obtained, ExpiresAt: obtained.Add(lifetime)}
-	if _, err := e.m.store.save(ctx, c.ID, st.Version, tok, "seed", e.clock.Now()); err != nil {
+	if _, err := e.tokens.Save(ctx, c.ID, c.Fingerprint, st.Version, tok, tok.RefreshAt(), "seed", e.clock.Now()); err != nil {
 		e.t.Fatalf("seed token of %s: %v", c.Name, err)
 	}
 }
 
 // stored loads c's token state from the database.
-func (e *tokenEnv) stored(c *connections.Connection) *tokenState {
+func (e *tokenEnv) stored(c *connections.Connection) *security.TokenState {
 	e.t.Helper()
-	st, err := e.m.store.load(context.Background(), c.ID)
+	st, err := e.tokens.Load(context.Background(), c.ID)
 	if err != nil {
 		e.t.Fatalf("load token of %s: %v", c.Name, err)
 	}
 	return st
 }
 
+// refreshDue runs a scheduled refresh on the test clock: RefreshDue for
+// the tokens due now, then Wait for them.
+func refreshDue(m *security.Manager) {
+	m.RefreshDue(context.Background(), 0)
+	m.Wait()
+}
+
 // clientCredentials returns a client credentials connection to tokenURL.
 func clientCredentials(name, tokenURL, clientID string) *connections.Connection {
 	return &connections.Connection{Name: name, Role: connections.RoleInvoke, BaseURL: "https://api.example.com/v1",
-		Security: connections.Security{Policy: connections.PolicyClientCredentials, TokenURL: tokenURL,
-			ClientID: clientID, ClientSecret: connections.NewSecret(canary + "-secret-" + clientID)}}
+		Security: &security.ClientCredentials{Client: security.Client{TokenURL: tokenURL, ClientID: clientID,
+			ClientSecret: connections.NewSecret(canary + "-secret-" + clientID)}}}
 }
 
 // authorizationCode returns an authorization-code connection.
 func authorizationCode(name, authURL, tokenURL, clientID, clientSecret string) *connections.Connection {
 	return &connections.Connection{Name: name, Role: connections.RoleInvoke, BaseURL: "https://api.example.com/v1",
-		Security: connections.Security{Policy: connections.PolicyAuthorizationCode, AuthorizationURL: authURL,
-			TokenURL: tokenURL, ClientID: clientID, ClientSecret: connections.NewSecret(clientSecret),
-			Scopes: []string{"orders.read"}}}
+		Security: &security.AuthorizationCode{AuthorizationURL: authURL, Client: security.Client{TokenURL: tokenURL,
+			ClientID: clientID, ClientSecret: connections.NewSecret(clientSecret), Scopes: []string{"orders.read"}}}}
+}
+
+// password returns a resource owner password connection.
+func password(name, tokenURL, clientID string) *connections.Connection {
+	return &connections.Connection{Name: name, Role: connections.RoleInvoke, BaseURL: "https://api.example.com/v1",
+		Security: &security.Password{Client: security.Client{TokenURL: tokenURL, ClientID: clientID,
+			ClientSecret: connections.NewSecret(canary + "-secret-" + clientID)},
+			Username: "alice", Password: connections.NewSecret(canary + "-password-" + clientID)}}
+}
+
+// oauthClient returns the OAuth client settings of c's policy.
+func oauthClient(c *connections.Connection) *security.Client {
+	switch p := c.Security.(type) {
+	case *security.ClientCredentials:
+		return &p.Client
+	case *security.Password:
+		return &p.Client
+	case *security.AuthorizationCode:
+		return &p.Client
+	}
+	panic(fmt.Sprintf("policy %s has no OAuth client", c.Policy()))
 }
 
 // waitFor polls cond until it holds or d has passed.
@@ -821,9 +942,23 @@ func waitFor(d time.Duration, cond func() bool) {
 	}
 }
 
+// forTokenEnvs runs f as a subtest on every engine under test, with an
+// env (its Manager configured by cfg, when not nil) and a token endpoint on
+// the env's clock.
+func forTokenEnvs(t *testing.T, cfg func(*security.ManagerConfig), f func(t *testing.T, e *tokenEnv, ts *tokenServer)) {
+	forEngine(t, func(t *testing.T, engine storetest.Engine) {
+		var opts []func(*security.ManagerConfig)
+		if cfg != nil {
+			opts = append(opts, cfg)
+		}
+		e := newTokenEnv(t, engine, opts...)
+		f(t, e, newTokenServer(t, e.clock.Now))
+	})
+}
+
 // forEngine runs f as a subtest on every engine under test.
-func forEngine(t *testing.T, f func(t *testing.T, engine connectionstest.Engine)) {
-	for _, engine := range connectionstest.Engines(t) {
+func forEngine(t *testing.T, f func(t *testing.T, engine storetest.Engine)) {
+	for _, engine := range storetest.Engines(t) {
 		t.Run(string(engine), func(t *testing.T) { f(t, engine) })
 	}
 }

@@ -1,20 +1,27 @@
-package security
+package security_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
 
 	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/connections/connectionstest"
+	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/store"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 // callbackURL is connmgr's callback ({CONNMGR_PUBLIC_URL}/oauth/callback).
@@ -30,34 +37,71 @@ const (
 // consent flow.
 type consentEnv struct {
 	*tokenEnv
-	as *authServer
-	k  *Consent
+	as     *authServer
+	k      *security.Consent
+	states *recordingStates
 }
 
 // at returns the env for use in subtest t.
 func (e *consentEnv) at(t *testing.T) *consentEnv {
-	return &consentEnv{tokenEnv: e.tokenEnv.at(t), as: e.as, k: e.k}
+	c := *e
+	c.tokenEnv = e.tokenEnv.at(t)
+	return &c
 }
 
-func newConsentEnv(t *testing.T, engine connectionstest.Engine) *consentEnv {
+func newConsentEnv(t *testing.T, engine storetest.Engine, opts ...func(*security.ManagerConfig)) *consentEnv {
 	t.Helper()
-	e := newTokenEnv(t, engine)
+	e := newTokenEnv(t, engine, opts...)
 	as := newAuthServer(t, consentClient, consentSecret, callbackURL)
-	return &consentEnv{tokenEnv: e, as: as, k: NewConsent(e.db.DB, e.ring, e.m, callbackURL)}
+	states := &recordingStates{ConsentStates: store.NewConsentStates(e.db, e.ring)}
+	return &consentEnv{tokenEnv: e, as: as, states: states,
+		k: security.NewConsent(states, e.conns, e.m, callbackURL)}
+}
+
+// recordingStates is the store's pending consents, keeping a copy of each
+// consent created, so that the tests can check its verifier and nonce
+// against what the authorization server saw.
+type recordingStates struct {
+	security.ConsentStates
+	mu      sync.Mutex
+	created []security.PendingConsent
+}
+
+func (r *recordingStates) Create(ctx context.Context, pc *security.PendingConsent) error {
+	r.mu.Lock()
+	r.created = append(r.created, *pc)
+	r.mu.Unlock()
+	return r.ConsentStates.Create(ctx, pc)
+}
+
+// last returns the consent created last.
+func (r *recordingStates) last(t testing.TB) security.PendingConsent {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.created) == 0 {
+		t.Fatal("no consent was started")
+	}
+	return r.created[len(r.created)-1]
 }
 
 // conn creates an authorization-code connection to the server; issuer is
 // optional.
 func (e *consentEnv) conn(name, issuer string) *connections.Connection {
-	c := authorizationCode(name, e.as.AuthURL(), e.as.TokenURL(), consentClient, consentSecret)
-	c.Security.Issuer = issuer
+	return e.connTo(e.as, name, issuer)
+}
+
+// connTo creates an authorization-code connection to as.
+func (e *consentEnv) connTo(as *authServer, name, issuer string) *connections.Connection {
+	c := authorizationCode(name, as.AuthURL(), as.TokenURL(), consentClient, consentSecret)
+	c.Security.(*security.AuthorizationCode).Issuer = issuer
 	return e.create(c)
 }
 
 // start begins consent for c and returns the authorization URL.
 func (e *consentEnv) start(c *connections.Connection) string {
 	e.t.Helper()
-	u, err := e.k.Start(context.Background(), c, "alice")
+	u, _, err := e.k.Start(context.Background(), c, "alice")
 	if e.record(err) != nil {
 		e.t.Fatalf("Start(%s): %v", c.Name, err)
 	}
@@ -76,7 +120,7 @@ func (e *consentEnv) consent(c *connections.Connection) {
 
 func TestConsentFlow(t *testing.T) {
 	t.Parallel() // mostly waiting: the scheduler's jitter, slow endpoints
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
+	forEngine(t, func(t *testing.T, engine storetest.Engine) {
 		e := newConsentEnv(t, engine)
 		ctx := context.Background()
 		c := e.conn("Conn_Consent", "")
@@ -107,19 +151,22 @@ func TestConsentFlow(t *testing.T) {
 			t.Errorf("authorization URL carries the verifier or the client secret: %s", authURL)
 		}
 		// Stored: the state's hash and the verifier, encrypted.
-		var row stateRow
-		if err := e.db.Where("state_hash = ?", sha256Hex(state)).Take(&row).Error; err != nil {
-			t.Fatalf("no stored state for the authorization URL's state: %v", err)
+		pc := e.states.last(t)
+		if pc.State != state || pc.ConnectionID != c.ID || pc.Fingerprint != c.Fingerprint || pc.Nonce != "" {
+			t.Errorf("pending consent = state ours %v, connection %d, fingerprint ours %v, nonce %q; want ours, %d, ours, none (no openid)",
+				pc.State == state, pc.ConnectionID, pc.Fingerprint == c.Fingerprint, pc.Nonce, c.ID)
 		}
-		verifier, err := e.ring.Open(row.Verifier, stateAD(row.StateHash))
-		if err != nil {
-			t.Fatalf("stored verifier does not decrypt: %v", err)
+		hash := sha256.Sum256([]byte(state))
+		var rows int64
+		if err := e.db.Table("oauth_states").Where("state_hash = ?", hex.EncodeToString(hash[:])).Count(&rows).Error; err != nil || rows != 1 {
+			t.Fatalf("stored states with the hash of the authorization URL's state = %d, %v; want 1", rows, err)
 		}
-		if got := oauth2.S256ChallengeFromVerifier(string(verifier)); got != q.Get("code_challenge") {
+		verifier := pc.Verifier.Reveal()
+		if got := oauth2.S256ChallengeFromVerifier(verifier); got != q.Get("code_challenge") {
 			t.Errorf("code_challenge = %q, want S256 of the stored verifier %q", q.Get("code_challenge"), got)
 		}
-		for _, r := range connectionstest.TableText(t, e.db.DB, "oauth_states") {
-			if strings.Contains(r, state) || strings.Contains(r, string(verifier)) {
+		for _, r := range storetest.TableText(t, e.db.DB, "oauth_states") {
+			if strings.Contains(r, state) || strings.Contains(r, verifier) {
 				t.Errorf("oauth_states holds the state or the verifier in plaintext")
 			}
 		}
@@ -155,8 +202,8 @@ func TestConsentFlow(t *testing.T) {
 		// Refresh-token rotation through the scheduled refresh, twice.
 		for i := range 2 {
 			prev := e.stored(c)
-			e.clock.Advance(49 * time.Minute) // past the 12-minute refresh point
-			e.m.RefreshDue(ctx)
+			e.clock.Advance(55 * time.Minute) // past the jittered refresh point (48 to 54 minutes)
+			refreshDue(e.m)
 			st := e.stored(c)
 			if n := e.as.count("refresh_token"); n != i+1 {
 				t.Fatalf("refresh %d: refresh requests = %d, want %d", i+1, n, i+1)
@@ -178,7 +225,7 @@ func TestConsentFlow(t *testing.T) {
 
 		// Replaying the callback: the state is used up, no token request.
 		n := e.as.count("")
-		if _, err := e.k.Complete(ctx, cb); !errors.Is(e.record(err), ErrInvalidState) {
+		if _, err := e.k.Complete(ctx, cb); !errors.Is(e.record(err), security.ErrInvalidState) {
 			t.Errorf("Complete(replayed callback) = %v, want ErrInvalidState", err)
 		}
 		if got := e.as.count(""); got != n {
@@ -188,10 +235,12 @@ func TestConsentFlow(t *testing.T) {
 }
 
 func TestConsentRefused(t *testing.T) {
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
+	forEngine(t, func(t *testing.T, engine storetest.Engine) {
 		e := newConsentEnv(t, engine)
 		ctx := context.Background()
-		other := e.conn("Conn_Issuer_Other", "https://issuer.other.example")
+		// A connection whose issuer is another server's: the callback's iss
+		// (this server's) differs.
+		other := e.conn("Conn_Issuer_Other", newAuthServer(t, consentClient, consentSecret, callbackURL).Issuer())
 		tests := []struct {
 			name     string
 			callback func(t *testing.T, e *consentEnv) url.Values
@@ -202,39 +251,30 @@ func TestConsentRefused(t *testing.T) {
 				callback: func(t *testing.T, e *consentEnv) url.Values {
 					authURL := e.start(e.conn("Conn_Expired_State", ""))
 					cb := authorize(t, authURL, callbackURL)
-					e.clock.Advance(StateLifetime + time.Minute)
+					e.clock.Advance(security.StateLifetime + time.Minute)
 					return cb
 				},
-				want: ErrInvalidState,
+				want: security.ErrInvalidState,
 			},
 			{
 				name: "unknown state",
 				callback: func(t *testing.T, e *consentEnv) url.Values {
 					e.start(e.conn("Conn_Unknown_State", ""))
-					return url.Values{"state": {randomString(32)}, "code": {canary + "-CODE-forged"}}
+					return url.Values{"state": {rand.Text()}, "code": {canary + "-CODE-forged"}}
 				},
-				want: ErrInvalidState,
+				want: security.ErrInvalidState,
 			},
 			{
 				name:     "no state",
 				callback: func(*testing.T, *consentEnv) url.Values { return url.Values{"code": {canary + "-CODE-forged"}} },
-				want:     ErrInvalidState,
+				want:     security.ErrInvalidState,
 			},
 			{
 				name: "issuer mismatch",
 				callback: func(t *testing.T, e *consentEnv) url.Values {
 					return authorize(t, e.start(other), callbackURL)
 				},
-				want: ErrIssuerMismatch,
-			},
-			{
-				name: "issuer missing",
-				callback: func(t *testing.T, e *consentEnv) url.Values {
-					cb := authorize(t, e.start(e.conn("Conn_Issuer_Missing", e.as.Issuer())), callbackURL)
-					cb.Del("iss")
-					return cb
-				},
-				want: ErrIssuerMismatch,
+				want: security.ErrIssuerMismatch,
 			},
 			{
 				name: "access denied",
@@ -247,7 +287,7 @@ func TestConsentRefused(t *testing.T) {
 					}
 					return cb
 				},
-				want: ErrConsentDenied,
+				want: security.ErrConsentDenied,
 			},
 		}
 		for _, tt := range tests {
@@ -263,7 +303,7 @@ func TestConsentRefused(t *testing.T) {
 					t.Errorf("Complete() made %d token requests, want 0", got-n)
 				}
 				// The state, if it was good, is used up either way.
-				if _, err := e.k.Complete(ctx, cb); !errors.Is(e.record(err), ErrInvalidState) {
+				if _, err := e.k.Complete(ctx, cb); !errors.Is(e.record(err), security.ErrInvalidState) {
 					t.Errorf("Complete() again = %v, want ErrInvalidState", err)
 				}
 			})
@@ -298,8 +338,8 @@ func TestConsentRefused(t *testing.T) {
 		t.Run("not an authorization-code connection", func(t *testing.T) {
 			e := e.at(t)
 			c := e.create(clientCredentials("Conn_Not_AC", e.as.TokenURL(), consentClient))
-			if _, err := e.k.Start(ctx, c, "alice"); !errors.Is(err, ErrNotAuthorizationCode) {
-				t.Errorf("Start() = %v, want ErrNotAuthorizationCode", err)
+			if _, _, err := e.k.Start(ctx, c, "alice"); !errors.Is(err, security.ErrNoConsent) {
+				t.Errorf("Start() = %v, want ErrNoConsent", err)
 			}
 		})
 	})
@@ -309,7 +349,7 @@ func TestConsentRefused(t *testing.T) {
 // consent, which starts it again.
 func TestConsentRenewed(t *testing.T) {
 	t.Parallel() // mostly waiting: the scheduler's jitter, slow endpoints
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
+	forEngine(t, func(t *testing.T, engine storetest.Engine) {
 		e := newConsentEnv(t, engine)
 		ctx := context.Background()
 		c := e.conn("Conn_Renewed", "")
@@ -319,7 +359,7 @@ func TestConsentRenewed(t *testing.T) {
 		st := e.stored(c)
 		e.seed(c, st.Token.AccessToken.Reveal(), canary+"-RT-revoked", st.Token.ObtainedAt, st.Token.Lifetime())
 		e.clock.Advance(50 * time.Minute)
-		e.m.RefreshDue(ctx)
+		refreshDue(e.m)
 		if got := e.as.errors("invalid_grant"); got != 1 {
 			t.Fatalf("invalid_grant answers = %d, want 1", got)
 		}
@@ -328,8 +368,8 @@ func TestConsentRenewed(t *testing.T) {
 		}
 		e.clock.Advance(15 * time.Minute)
 		n := e.as.count("")
-		e.m.RefreshDue(ctx)
-		if _, err := e.m.Token(ctx, e.get(c.Name)); !errors.Is(e.record(err), ErrNeedsConsent) {
+		refreshDue(e.m)
+		if _, err := e.m.Token(ctx, e.get(c.Name)); !errors.Is(e.record(err), security.ErrNeedsConsent) {
 			t.Errorf("Token() = %v, want ErrNeedsConsent", err)
 		}
 		if got := e.as.count(""); got != n {
@@ -343,9 +383,9 @@ func TestConsentRenewed(t *testing.T) {
 		if info, _ := e.m.Info(ctx, c); info.Blocked || !info.Refreshable {
 			t.Errorf("Info() after new consent: blocked %v, refreshable %v; want refreshable", info.Blocked, info.Refreshable)
 		}
-		e.clock.Advance(49 * time.Minute)
+		e.clock.Advance(55 * time.Minute)
 		n = e.as.count("refresh_token")
-		e.m.RefreshDue(ctx)
+		refreshDue(e.m)
 		if got := e.as.count("refresh_token"); got != n+1 {
 			t.Errorf("scheduled refreshes after new consent = %d, want 1", got-n)
 		}
@@ -360,31 +400,27 @@ func TestConsentRenewed(t *testing.T) {
 // the logs, the metrics, the errors and the token metadata.
 func TestCanariesNeverLeak(t *testing.T) {
 	t.Parallel() // mostly waiting: the scheduler's jitter, slow endpoints
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
+	forEngine(t, func(t *testing.T, engine storetest.Engine) {
 		e := newConsentEnv(t, engine)
 		ts := newTokenServer(t, e.clock.Now)
 		ctx := context.Background()
 		var conns []*connections.Connection
 
 		// Client credentials, Basic and in the body (the error body echoes it).
-		basic := e.create(clientCredentials("Conn_Canary_Basic", ts.URL(), "canary-basic"))
-		body := clientCredentials("Conn_Canary_Body", ts.URL(), "canary-body")
-		body.Security.ClientAuth = connections.ClientAuthBody
+		basic := e.create(clientCredentials("Conn_Leak_Basic", ts.URL(), "canary-basic"))
+		body := clientCredentials("Conn_Leak_Body", ts.URL(), "canary-body")
+		oauthClient(body).ClientAuth = security.ClientAuthBody
 		body = e.create(body)
 		// private_key_jwt
 		key := newTestKeys(t)[2]
 		e.secret(pemBody(key.pem))
-		jwtConn := clientCredentials("Conn_Canary_JWT", ts.URL(), "canary-jwt")
-		jwtConn.Security.ClientSecret = connections.Secret{}
-		jwtConn.Security.ClientAuth = connections.ClientAuthPrivateKeyJWT
-		jwtConn.Security.PrivateKeyPEM = connections.NewSecret(key.pem)
+		jwtConn := clientCredentials("Conn_Leak_JWT", ts.URL(), "canary-jwt")
+		jcl := oauthClient(jwtConn)
+		jcl.ClientSecret, jcl.ClientAuth = connections.Secret{}, security.ClientAuthPrivateKeyJWT
+		jcl.PrivateKeyPEM = connections.NewSecret(key.pem)
 		jwtConn = e.create(jwtConn)
 		// Resource owner password
-		pw := clientCredentials("Conn_Canary_Password", ts.URL(), "canary-password")
-		pw.Security.Policy = connections.PolicyPassword
-		pw.Security.Username = "alice"
-		pw.Security.Password = connections.NewSecret(canary + "-password")
-		pw = e.create(pw)
+		pw := e.create(password("Conn_Leak_Password", ts.URL(), "canary-password"))
 		conns = append(conns, basic, body, jwtConn, pw)
 
 		for _, c := range conns {
@@ -414,11 +450,11 @@ func TestCanariesNeverLeak(t *testing.T) {
 
 		// Authorization code with the go-oauth2 server: codes, rotated
 		// refresh tokens, a failed exchange, a refused refresh.
-		ac := e.conn("Conn_Canary_AC", e.as.Issuer())
+		ac := e.conn("Conn_Leak_AC", e.as.Issuer())
 		conns = append(conns, ac)
 		e.consent(ac)
-		e.clock.Advance(49 * time.Minute)
-		e.m.RefreshDue(ctx)
+		e.clock.Advance(55 * time.Minute)
+		refreshDue(e.m)
 		cb := authorize(t, e.start(ac), callbackURL)
 		cb.Set("code", cb.Get("code")+"-tampered")
 		_, err := e.k.Complete(ctx, cb)
@@ -428,10 +464,10 @@ func TestCanariesNeverLeak(t *testing.T) {
 		st := e.stored(ac)
 		e.seed(ac, st.Token.AccessToken.Reveal(), canary+"-RT-unknown", st.Token.ObtainedAt, st.Token.Lifetime())
 		e.clock.Advance(49 * time.Minute)
-		e.m.RefreshDue(ctx)
+		refreshDue(e.m)
 		e.clock.Advance(12 * time.Minute) // the access token expired
 		_, err = e.m.Token(ctx, ac)
-		if !errors.Is(e.record(err), ErrNeedsConsent) {
+		if !errors.Is(e.record(err), security.ErrNeedsConsent) {
 			t.Errorf("Token() after a refused refresh = %v, want ErrNeedsConsent", err)
 		}
 
@@ -451,14 +487,162 @@ func TestCanariesNeverLeak(t *testing.T) {
 		// The checks are not vacuous: the flows did log, at debug level.
 		logs := e.logs.String()
 		for _, want := range []string{`"level":"DEBUG"`, `"msg":"token obtained"`, `"msg":"token request failed"`,
-			"Conn_Canary_Body", "invalid_client", "HTTP 503"} {
+			"Conn_Leak_Body", "invalid_client", "HTTP 503"} {
 			if !strings.Contains(logs, want) {
 				t.Errorf("logs lack %s", want)
 			}
 		}
-		if m := e.metricsText(); !strings.Contains(m, `connmgr_token_requests_total{connection="Conn_Canary_AC",outcome="success"}`) {
-			t.Errorf("metrics lack the token requests of Conn_Canary_AC")
+		if m := e.metricsText(); !strings.Contains(m, `connmgr_token_requests_total{connection="Conn_Leak_AC",outcome="success"}`) {
+			t.Errorf("metrics lack the token requests of Conn_Leak_AC")
 		}
 		e.checkCanaries(t)
+	})
+}
+
+// TestConsentFollowsConfiguration: a pending consent belongs to the
+// credential configuration it was started under; a change of the
+// connection makes its callback fail without storing a token (#8 item 1).
+func TestConsentFollowsConfiguration(t *testing.T) {
+	forEngine(t, func(t *testing.T, engine storetest.Engine) {
+		e := newConsentEnv(t, engine)
+		ctx := context.Background()
+		const elsewhere = "https://elsewhere.example.net/v1"
+		dummy := canary + "-dummy-secret"
+		tests := []struct {
+			name string
+			// complete changes the connection at its point of the flow and
+			// returns Complete's error.
+			complete func(t *testing.T, e *consentEnv, c *connections.Connection, cb url.Values) error
+			want     []error
+		}{
+			{
+				name: "changed before the callback",
+				complete: func(t *testing.T, e *consentEnv, c *connections.Connection, cb url.Values) error {
+					e.moveTo(c.Name, elsewhere, dummy)
+					_, err := e.k.Complete(ctx, cb)
+					return err
+				},
+				// The change dropped the pending consent with the tokens:
+				// its state is unknown now, or found stale.
+				want: []error{security.ErrConsentStale, security.ErrInvalidState},
+			},
+			{
+				name: "changed during the code exchange",
+				complete: func(t *testing.T, e *consentEnv, c *connections.Connection, cb url.Values) error {
+					release := e.as.holdTokens(t)
+					done := make(chan error, 1)
+					go func() {
+						_, err := e.k.Complete(ctx, cb)
+						done <- err
+					}()
+					waitFor(5*time.Second, e.as.busy)
+					if !e.as.busy() {
+						t.Fatal("Complete() did not reach the token endpoint within 5s")
+					}
+					e.moveTo(c.Name, elsewhere, dummy)
+					release()
+					return <-done
+				},
+				want: []error{security.ErrConsentStale},
+			},
+		}
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				e := e.at(t)
+				c := e.conn(fmt.Sprintf("Conn_Consent_Moved_%d", i), "")
+				cb := authorize(t, e.start(c), callbackURL)
+				err := e.record(tt.complete(t, e, c, cb))
+				if !slices.ContainsFunc(tt.want, func(w error) bool { return errors.Is(err, w) }) {
+					t.Fatalf("Complete() = %v, want %v", err, tt.want)
+				}
+				if st := e.stored(c); st.Token != nil {
+					t.Errorf("a token of the old configuration is stored (version %d)", st.Version)
+				}
+				if e.m.Cached(c.ID) != nil {
+					t.Errorf("the Manager caches a token of the old configuration")
+				}
+				if got := e.get(c.Name).Status; got != connections.StatusNeedsConsent {
+					t.Errorf("status = %s, want NEEDS_CONSENT", got)
+				}
+			})
+		}
+	})
+}
+
+// TestConsentIssuer checks the callback's iss as RFC 9207 says, through
+// Consent.Complete against the authorization server, and discovery of
+// the endpoints from the issuer alone (#9 item 9).
+func TestConsentIssuer(t *testing.T) {
+	forEngine(t, func(t *testing.T, engine storetest.Engine) {
+		e := newConsentEnv(t, engine)
+		ctx := context.Background()
+		tests := []struct {
+			name       string
+			issuer     bool // configure the server's issuer
+			discover   bool // configure the issuer only, no endpoints
+			requireIss bool
+			advertise  bool // the metadata has authorization_response_iss_parameter_supported
+			callback   func(cb url.Values)
+			want       error
+		}{
+			{name: "iss equal", issuer: true},
+			{name: "iss different", issuer: true, callback: func(cb url.Values) { cb.Set("iss", "https://evil.example") },
+				want: security.ErrIssuerMismatch},
+			{name: "iss given twice", issuer: true, callback: func(cb url.Values) { cb.Add("iss", cb.Get("iss")) },
+				want: security.ErrIssuerMismatch},
+			{name: "iss missing", issuer: true, callback: func(cb url.Values) { cb.Del("iss") }},
+			{name: "iss missing, advertised by the server", issuer: true, advertise: true,
+				callback: func(cb url.Values) { cb.Del("iss") }, want: security.ErrIssuerMissing},
+			{name: "iss missing, required by the connection", issuer: true, requireIss: true,
+				callback: func(cb url.Values) { cb.Del("iss") }, want: security.ErrIssuerMissing},
+			{name: "iss advertised and given", issuer: true, advertise: true},
+			{name: "no issuer configured", callback: func(cb url.Values) { cb.Set("iss", "https://other.example") }},
+			{name: "endpoints discovered from the issuer", issuer: true, discover: true, advertise: true},
+			{name: "endpoints discovered, iss different", issuer: true, discover: true,
+				callback: func(cb url.Values) { cb.Set("iss", "https://evil.example") }, want: security.ErrIssuerMismatch},
+		}
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				e := e.at(t)
+				as := newAuthServer(t, consentClient, consentSecret, callbackURL)
+				as.issSupported.Store(tt.advertise)
+				c := authorizationCode(fmt.Sprintf("Conn_Issuer_%d", i), as.AuthURL(), as.TokenURL(), consentClient, consentSecret)
+				p := c.Security.(*security.AuthorizationCode)
+				if tt.issuer {
+					p.Issuer = as.Issuer()
+				}
+				if tt.discover {
+					p.AuthorizationURL, p.TokenURL = "", ""
+				}
+				p.RequireIss = tt.requireIss
+				c = e.create(c)
+
+				authURL := e.start(c)
+				if u, err := url.Parse(authURL); err != nil || u.Scheme+"://"+u.Host+u.Path != as.AuthURL() {
+					t.Fatalf("authorization URL %s, want one at %s", authURL, as.AuthURL())
+				}
+				cb := authorize(t, authURL, callbackURL)
+				if tt.callback != nil {
+					tt.callback(cb)
+				}
+				_, err := e.k.Complete(ctx, cb)
+				if !errors.Is(e.record(err), tt.want) || (tt.want == nil) != (err == nil) {
+					t.Fatalf("Complete() = %v, want %v", err, tt.want)
+				}
+				st := e.stored(c)
+				if tt.want != nil {
+					if n := as.count(""); n != 0 || st.Token != nil {
+						t.Errorf("refused callback: %d token requests, token stored %v; want none", n, st.Token != nil)
+					}
+					return
+				}
+				if n := as.count("authorization_code"); n != 1 || st.Token == nil {
+					t.Errorf("accepted callback: %d code exchanges, token stored %v; want 1 and a token", n, st.Token != nil)
+				}
+				if got := e.get(c.Name).Status; got != connections.StatusConfigured {
+					t.Errorf("status = %s, want CONFIGURED", got)
+				}
+			})
+		}
 	})
 }

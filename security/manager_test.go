@@ -1,4 +1,4 @@
-package security
+package security_test
 
 import (
 	"bytes"
@@ -13,16 +13,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/connections/connectionstest"
+	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/store"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 // tokenErr returns the *TokenError in err, failing the test without one.
-func tokenErr(t *testing.T, err error) *TokenError {
+func tokenErr(t *testing.T, err error) *security.TokenError {
 	t.Helper()
-	var te *TokenError
+	var te *security.TokenError
 	if !errors.As(err, &te) {
-		t.Fatalf("error %v has no *TokenError", err)
+		t.Fatalf("error %v has no *security.TokenError", err)
 	}
 	return te
 }
@@ -31,14 +35,12 @@ func tokenErr(t *testing.T, err error) *TokenError {
 func byClient(r tokenRequest) string { return r.Client }
 
 func TestTokenSingleFlight(t *testing.T) {
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
-		e := newTokenEnv(t, engine)
-		ts := newTokenServer(t, e.clock.Now)
+	forTokenEnvs(t, nil, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
 		// A slow endpoint keeps the request open while callers pile up.
 		ts.script(func(s *tokenServer) { s.delay = 200 * time.Millisecond })
 		ctx := context.Background()
 
-		wave := func(t *testing.T, m *Manager, c *connections.Connection, n int) []string {
+		wave := func(t *testing.T, m *security.Manager, c *connections.Connection, n int) []string {
 			var wg sync.WaitGroup
 			start := make(chan struct{})
 			got := make([]string, n)
@@ -89,7 +91,7 @@ func TestTokenSingleFlight(t *testing.T) {
 		t.Run("three processes", func(t *testing.T) {
 			e := e.at(t)
 			c := e.create(clientCredentials("Conn_Cold_Replicas", ts.URL(), "cold-replicas"))
-			procs := []*Manager{e.m, e.replica(), e.replica()}
+			procs := []*security.Manager{e.m, e.replica(), e.replica()}
 			var mu sync.Mutex
 			var all []string
 			var wg sync.WaitGroup
@@ -111,15 +113,13 @@ func TestTokenSingleFlight(t *testing.T) {
 }
 
 func TestTokenReusedAfterRestart(t *testing.T) {
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
-		e := newTokenEnv(t, engine)
-		ts := newTokenServer(t, e.clock.Now)
+	forTokenEnvs(t, nil, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
 		ctx := context.Background()
 		cc := e.create(clientCredentials("Conn_Restart_CC", ts.URL(), "restart-cc"))
 		ac := e.create(authorizationCode("Conn_Restart_AC", ts.srv.URL+"/authorize", ts.URL(), "restart-ac", canary+"-ac-secret"))
 		e.seed(ac, canary+"-seeded-access", ts.newFamily("restart-ac"), e.clock.Now().Add(-time.Hour), 30*time.Minute)
 
-		first := map[string]*Token{}
+		first := map[string]*security.Token{}
 		for _, c := range []*connections.Connection{cc, ac} {
 			tok, err := e.m.Token(ctx, c)
 			if e.record(err) != nil {
@@ -153,7 +153,7 @@ func TestTokenReusedAfterRestart(t *testing.T) {
 		if plain[2] == "" {
 			t.Fatalf("the rotated refresh token was not kept")
 		}
-		for _, row := range connectionstest.TableText(t, e.db.DB, "tokens") {
+		for _, row := range storetest.TableText(t, e.db.DB, "tokens") {
 			for _, p := range plain {
 				if strings.Contains(row, p) {
 					t.Errorf("tokens table holds the plaintext %q", p)
@@ -168,10 +168,10 @@ func TestTokenReusedAfterRestart(t *testing.T) {
 			Scan(&ct).Error; err != nil {
 			t.Fatal(err)
 		}
-		if pt, err := e.ring.Open(ct.AccessToken, TokenAD(ac.ID, "access")); err != nil || string(pt) != plain[1] {
+		if pt, err := e.ring.Open(ct.AccessToken, store.TokenAD(ac.ID, "access")); err != nil || string(pt) != plain[1] {
 			t.Errorf("stored access token does not decrypt to the token: %v", err)
 		}
-		if _, err := e.ring.Open(ct.RefreshToken, TokenAD(cc.ID, "refresh")); err == nil {
+		if _, err := e.ring.Open(ct.RefreshToken, store.TokenAD(cc.ID, "refresh")); err == nil {
 			t.Errorf("a refresh token ciphertext decrypts for another connection")
 		}
 	})
@@ -182,13 +182,11 @@ func TestTokenReusedAfterRestart(t *testing.T) {
 // lifetimes.
 func TestRefreshAcrossReplicas(t *testing.T) {
 	t.Parallel() // mostly waiting: the scheduler's jitter, slow endpoints
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
-		e := newTokenEnv(t, engine)
-		ts := newTokenServer(t, e.clock.Now)
+	forTokenEnvs(t, nil, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
 		// Short lifetimes keep the scheduler's jitter short.
 		const lifetime = 10 * time.Second
 		ts.script(func(s *tokenServer) { s.expiresIn = int(lifetime.Seconds()) })
-		procs := []*Manager{e.m, e.replica(), e.replica()}
+		procs := []*security.Manager{e.m, e.replica(), e.replica()}
 
 		var conns []*connections.Connection
 		refresh := map[string]string{} // by client id: the seeded refresh token
@@ -216,7 +214,7 @@ func TestRefreshAcrossReplicas(t *testing.T) {
 			before := ts.count()
 			var wg sync.WaitGroup
 			for _, m := range procs {
-				wg.Go(func() { m.RefreshDue(context.Background()) })
+				wg.Go(func() { refreshDue(m) })
 			}
 			wg.Wait()
 
@@ -225,7 +223,7 @@ func TestRefreshAcrossReplicas(t *testing.T) {
 				perClient[r.Client]++
 			}
 			for _, c := range conns {
-				id := c.Security.ClientID
+				id := oauthClient(c).ClientID
 				if got := perClient[id]; got != 1 {
 					t.Errorf("cycle %d: token requests for %s = %d, want exactly 1", cycle, c.Name, got)
 				}
@@ -247,8 +245,9 @@ func TestRefreshAcrossReplicas(t *testing.T) {
 				t.Fatalf("cycle %d: the rotating endpoint answered invalid_grant %d times (reused refresh tokens: %d), want 0",
 					cycle, got, ts.reused())
 			}
-			// Move past the new tokens' refresh point, before their expiry.
-			e.clock.Advance(lifetime/2 + time.Second)
+			// Move past the new tokens' jittered refresh point (at most 3/4 of
+			// the lifetime), before their expiry.
+			e.clock.Advance(lifetime * 8 / 10)
 		}
 		if got, want := ts.count(), cycles*len(conns); got != want {
 			t.Errorf("token requests = %d, want %d (%d connections x %d cycles)", got, want, len(conns), cycles)
@@ -265,9 +264,7 @@ func TestRefreshAcrossReplicas(t *testing.T) {
 // the test clock: first 503, then 429 with Retry-After.
 func TestProviderDown(t *testing.T) {
 	t.Parallel() // mostly waiting: the scheduler's jitter, slow endpoints
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
-		e := newTokenEnv(t, engine)
-		ts := newTokenServer(t, e.clock.Now)
+	forTokenEnvs(t, nil, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
 		ts.script(func(s *tokenServer) { s.expiresIn = 120 })
 		ctx := context.Background()
 		c := e.create(clientCredentials("Conn_Provider_Down", ts.URL(), "down"))
@@ -290,7 +287,7 @@ func TestProviderDown(t *testing.T) {
 				ts.failWith(http.StatusTooManyRequests, "", fmt.Sprint(int(retryAfter.Seconds())))
 			}
 			cycles++
-			e.m.RefreshDue(ctx)
+			refreshDue(e.m)
 			now := e.clock.Now()
 			before := ts.count()
 			if first.Valid(now) {
@@ -305,7 +302,7 @@ func TestProviderDown(t *testing.T) {
 				for range 20 {
 					_, err := e.m.Token(ctx, c)
 					e.record(err)
-					if !errors.Is(err, ErrTokenUnavailable) {
+					if !errors.Is(err, security.ErrTokenUnavailable) {
 						t.Fatalf("at +%v with the token expired, Token() error = %v, want ErrTokenUnavailable", elapsed, err)
 					}
 					if te := tokenErr(t, err); te.Permanent {
@@ -341,7 +338,7 @@ func TestProviderDown(t *testing.T) {
 		ts.recover()
 		var recovered time.Time
 		for range 2 * int(retryAfter/step) {
-			e.m.RefreshDue(ctx)
+			refreshDue(e.m)
 			if ts.count() > 1+len(attempts) {
 				recovered = e.clock.Now()
 				break
@@ -386,21 +383,57 @@ func TestProviderDown(t *testing.T) {
 	})
 }
 
+// TestColdProviderDown: a connection that never had a token backs off
+// exponentially too while its token endpoint fails, also when callers
+// keep asking.
+func TestColdProviderDown(t *testing.T) {
+	forTokenEnvs(t, nil, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
+		ctx := context.Background()
+		c := e.create(clientCredentials("Conn_Cold_Down", ts.URL(), "cold-down"))
+		ts.failWith(http.StatusServiceUnavailable, "", "")
+		var waits []time.Duration
+		for n := 1; n <= 6; n++ {
+			_, err := e.m.Token(ctx, c)
+			if !errors.Is(e.record(err), security.ErrTokenUnavailable) {
+				t.Fatalf("Token() = %v, want ErrTokenUnavailable", err)
+			}
+			info, err := e.m.Info(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Failures != n {
+				t.Errorf("Info().Failures after %d failed requests = %d, want %d", n, info.Failures, n)
+			}
+			waits = append(waits, info.NextAttempt.Sub(e.clock.Now()))
+			e.clock.Advance(info.NextAttempt.Sub(e.clock.Now()))
+		}
+		// After the nth failure the wait is at least half of 2^(n-1)s.
+		for i, w := range waits {
+			if least := (time.Second << i) / 2; w < least {
+				t.Errorf("wait after failure %d = %v, want at least %v", i+1, w, least)
+			}
+		}
+		if got := ts.count(); got != 6 {
+			t.Errorf("token requests = %d, want 6 (one per attempt)", got)
+		}
+	})
+}
+
 func TestFailureClasses(t *testing.T) {
 	t.Parallel() // mostly waiting: the scheduler's jitter, slow endpoints
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
+	forEngine(t, func(t *testing.T, engine storetest.Engine) {
 		ctx := context.Background()
 
 		t.Run("invalid_client is permanent", func(t *testing.T) {
 			e := newTokenEnv(t, engine)
 			ts := newTokenServer(t, e.clock.Now)
 			c := clientCredentials("Conn_Invalid_Client", ts.URL(), "bad-client")
-			c.Security.ClientAuth = connections.ClientAuthBody // the body echoes the secret
+			oauthClient(c).ClientAuth = security.ClientAuthBody // the body echoes the secret
 			c = e.create(c)
 			e.seed(c, canary+"-seeded", "", e.clock.Now().Add(-55*time.Minute), time.Hour)
 			ts.failWith(http.StatusUnauthorized, "invalid_client", "")
 
-			e.m.RefreshDue(ctx)
+			refreshDue(e.m)
 			if got := ts.count(); got != 1 {
 				t.Fatalf("token requests = %d, want 1", got)
 			}
@@ -417,16 +450,16 @@ func TestFailureClasses(t *testing.T) {
 			}
 			for range 5 {
 				e.clock.Advance(5 * time.Minute)
-				e.m.RefreshDue(ctx)
+				refreshDue(e.m)
 			}
 			_, err := e.m.Token(ctx, c)
 			e.record(err)
-			if !errors.Is(err, ErrTokenUnavailable) {
+			if !errors.Is(err, security.ErrTokenUnavailable) {
 				t.Fatalf("Token() after expiry = %v, want ErrTokenUnavailable", err)
 			}
 			te := tokenErr(t, err)
 			if !te.Permanent || !strings.Contains(te.Reason, "invalid_client") {
-				t.Errorf("TokenError = %+v, want permanent with reason invalid_client", te)
+				t.Errorf("security.TokenError = %+v, want permanent with reason invalid_client", te)
 			}
 			if got := ts.count(); got != 1 {
 				t.Errorf("token requests after a permanent failure = %d, want 1 (no automatic retries)", got)
@@ -446,13 +479,13 @@ func TestFailureClasses(t *testing.T) {
 			c := e.create(authorizationCode("Conn_Invalid_Grant", ts.srv.URL+"/authorize", ts.URL(), "revoked", canary+"-secret-revoked"))
 			rt := ts.newFamily("revoked")
 			e.seed(c, canary+"-seeded", rt, e.clock.Now().Add(-55*time.Minute), time.Hour)
-			if err := e.svc.SetStatus(ctx, c, connections.StatusConfigured, nil, ""); err != nil {
+			if err := e.svc.SetStatus(ctx, c, connections.StatusConfigured, "", nil); err != nil {
 				t.Fatal(err)
 			}
 			stale := e.get(c.Name) // CONFIGURED, as a cache might still hold it
 			ts.script(func(s *tokenServer) { s.families[rt].revoked = true })
 
-			e.m.RefreshDue(ctx)
+			refreshDue(e.m)
 			if got := ts.count(); got != 1 {
 				t.Fatalf("token requests = %d, want 1", got)
 			}
@@ -461,12 +494,12 @@ func TestFailureClasses(t *testing.T) {
 			}
 			e.clock.Advance(10 * time.Minute) // expired
 			for range 3 {
-				e.m.RefreshDue(ctx)
+				refreshDue(e.m)
 			}
 			for _, conn := range []*connections.Connection{e.get(c.Name), stale} {
 				_, err := e.m.Token(ctx, conn)
 				e.record(err)
-				if !errors.Is(err, ErrNeedsConsent) {
+				if !errors.Is(err, security.ErrNeedsConsent) {
 					t.Errorf("Token() (connection status %s) = %v, want ErrNeedsConsent", conn.Status, err)
 				}
 			}
@@ -478,7 +511,7 @@ func TestFailureClasses(t *testing.T) {
 			if got := ts.count(); got != 2 {
 				t.Errorf("forced Refresh() made %d requests in all, want 2", got)
 			}
-			if !errors.Is(err, ErrNeedsConsent) {
+			if !errors.Is(err, security.ErrNeedsConsent) {
 				t.Errorf("forced Refresh() = %v, want ErrNeedsConsent", err)
 			}
 			checkReason(t, tokenErr(t, err), c)
@@ -489,7 +522,7 @@ func TestFailureClasses(t *testing.T) {
 			setup      func(ts *tokenServer)
 			reason     string
 			retryAfter time.Duration
-			timeout    time.Duration // of the Manager's client
+			timeout    time.Duration // of the security.Manager's client
 		}{
 			{name: "timeout", setup: func(ts *tokenServer) { ts.script(func(s *tokenServer) { s.delay = 2 * time.Second }) },
 				reason: "timeout", timeout: 300 * time.Millisecond},
@@ -506,21 +539,21 @@ func TestFailureClasses(t *testing.T) {
 		for _, tt := range transient {
 			t.Run(tt.name+" is transient", func(t *testing.T) {
 				timeout := cmp.Or(tt.timeout, 5*time.Second)
-				e := newTokenEnv(t, engine, func(cfg *ManagerConfig) { cfg.Client = loopbackClient(t, timeout) })
+				e := newTokenEnv(t, engine, withClient(loopbackClient(t, timeout)))
 				ts := newTokenServer(t, e.clock.Now)
 				c := e.create(clientCredentials("Conn_Transient", ts.URL(), "transient"))
 				tt.setup(ts)
 				_, err := e.m.Token(ctx, c)
 				e.record(err)
-				if !errors.Is(err, ErrTokenUnavailable) {
+				if !errors.Is(err, security.ErrTokenUnavailable) {
 					t.Fatalf("Token() = %v, want ErrTokenUnavailable", err)
 				}
 				te := tokenErr(t, err)
 				if te.Permanent || !strings.Contains(te.Reason, tt.reason) {
-					t.Errorf("TokenError = %+v, want transient with reason containing %q", te, tt.reason)
+					t.Errorf("security.TokenError = %+v, want transient with reason containing %q", te, tt.reason)
 				}
 				if te.RetryAfter != tt.retryAfter {
-					t.Errorf("TokenError.RetryAfter = %v, want %v", te.RetryAfter, tt.retryAfter)
+					t.Errorf("security.TokenError.RetryAfter = %v, want %v", te.RetryAfter, tt.retryAfter)
 				}
 				checkReason(t, te, c)
 				if got := e.get(c.Name).Status; got != connections.StatusError {
@@ -540,24 +573,31 @@ func TestFailureClasses(t *testing.T) {
 	})
 }
 
-// checkReason fails if a TokenError's reason holds a secret of c or the
-// endpoint's response body.
-func checkReason(t *testing.T, te *TokenError, c *connections.Connection) {
+// checkReason fails if a TokenError's reason holds a secret of c or a
+// response body that is not an OAuth error's description.
+func checkReason(t *testing.T, te *security.TokenError, c *connections.Connection) {
 	t.Helper()
-	for _, s := range []string{canary, "BODY", c.Security.ClientSecret.Reveal(), "explains"} {
+	for _, s := range []string{canary, "BODY", oauthClient(c).ClientSecret.Reveal()} {
 		if s != "" && strings.Contains(te.Reason+te.Error(), s) {
-			t.Errorf("TokenError %q contains %q", te.Error(), s)
+			t.Errorf("security.TokenError %q contains %q", te.Error(), s)
 		}
 	}
 }
 
+// TestExpiresIn: a token lives for expires_in when the endpoint gives a
+// usable one; without, until the exp of its access token when that is a
+// JWT, signed or not (#9 item 5), else DefaultTTL; at most a day.
 func TestExpiresIn(t *testing.T) {
 	const defaultTTL = 45 * time.Minute
+	hmacKey := []byte(canary + "-jwt-signing-key")
 	tests := []struct {
 		name      string
 		expiresIn any
 		form      bool // form-encoded response
-		want      time.Duration
+		// access makes the access token at now (nil: the endpoint's own
+		// opaque one).
+		access func(t *testing.T, now time.Time) string
+		want   time.Duration
 	}{
 		{name: "3600", expiresIn: 3600, want: time.Hour},
 		{name: "missing", expiresIn: omitExpiresIn, want: defaultTTL},
@@ -577,14 +617,45 @@ func TestExpiresIn(t *testing.T) {
 		{name: "form-encoded", expiresIn: 40, form: true, want: 40 * time.Second},
 		{name: "form-encoded, missing", expiresIn: omitExpiresIn, form: true, want: defaultTTL},
 		{name: "form-encoded, not a number", expiresIn: "abc", form: true, want: defaultTTL},
+		{name: "unsigned JWT with exp", expiresIn: omitExpiresIn, want: 30 * time.Minute,
+			access: func(t *testing.T, now time.Time) string {
+				return jwtToken(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"exp": now.Add(30 * time.Minute).Unix()})
+			}},
+		{name: "signed JWT with exp", expiresIn: omitExpiresIn, want: 20 * time.Minute,
+			access: func(t *testing.T, now time.Time) string {
+				return jwtToken(t, jwt.SigningMethodHS256, hmacKey, jwt.MapClaims{"exp": now.Add(20 * time.Minute).Unix(), "sub": "svc"})
+			}},
+		{name: "expires_in zero, JWT exp", expiresIn: 0, want: 20 * time.Minute,
+			access: func(t *testing.T, now time.Time) string {
+				return jwtToken(t, jwt.SigningMethodHS256, hmacKey, jwt.MapClaims{"exp": now.Add(20 * time.Minute).Unix()})
+			}},
+		{name: "expires_in wins over exp", expiresIn: 3600, want: time.Hour,
+			access: func(t *testing.T, now time.Time) string {
+				return jwtToken(t, jwt.SigningMethodHS256, hmacKey, jwt.MapClaims{"exp": now.Add(10 * time.Minute).Unix()})
+			}},
+		{name: "JWT exp beyond a day", expiresIn: omitExpiresIn, want: 24 * time.Hour,
+			access: func(t *testing.T, now time.Time) string {
+				return jwtToken(t, jwt.SigningMethodHS256, hmacKey, jwt.MapClaims{"exp": now.Add(72 * time.Hour).Unix()})
+			}},
+		{name: "JWT without exp", expiresIn: omitExpiresIn, want: defaultTTL,
+			access: func(t *testing.T, now time.Time) string {
+				return jwtToken(t, jwt.SigningMethodHS256, hmacKey, jwt.MapClaims{"sub": "svc"})
+			}},
+		{name: "opaque token", expiresIn: omitExpiresIn, want: defaultTTL},
+		{name: "dotted, not a JWT", expiresIn: omitExpiresIn, want: defaultTTL,
+			access: func(*testing.T, time.Time) string { return canary + ".not.a-jwt" }},
 	}
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
-		e := newTokenEnv(t, engine, func(cfg *ManagerConfig) { cfg.DefaultTTL = defaultTTL })
-		ts := newTokenServer(t, e.clock.Now)
+	forTokenEnvs(t, func(cfg *security.ManagerConfig) { cfg.DefaultTTL = defaultTTL }, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
 		for i, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				e := e.at(t)
-				ts.script(func(s *tokenServer) { s.expiresIn, s.formBody = tt.expiresIn, tt.form })
+				var access func(int) string
+				if tt.access != nil {
+					tok := tt.access(t, e.clock.Now())
+					e.secret(tok)
+					access = func(int) string { return tok }
+				}
+				ts.script(func(s *tokenServer) { s.expiresIn, s.formBody, s.access = tt.expiresIn, tt.form, access })
 				c := e.create(clientCredentials(fmt.Sprintf("Conn_Expires_%d", i), ts.URL(), fmt.Sprintf("expires-%d", i)))
 				tok, err := e.m.Token(context.Background(), c)
 				if e.record(err) != nil {
@@ -619,7 +690,7 @@ func TestRefreshAt(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.lifetime.String(), func(t *testing.T) {
-			tok := &Token{ObtainedAt: obtained, ExpiresAt: obtained.Add(tt.lifetime)}
+			tok := &security.Token{ObtainedAt: obtained, ExpiresAt: obtained.Add(tt.lifetime)}
 			if got, want := tok.RefreshAt(), obtained.Add(tt.lifetime-tt.ahead); !got.Equal(want) {
 				t.Errorf("RefreshAt() of a %v token = expiry - %v, want expiry - %v", tt.lifetime, tok.ExpiresAt.Sub(got), tt.ahead)
 			}
@@ -633,9 +704,7 @@ func TestRefreshAt(t *testing.T) {
 }
 
 func TestRejected(t *testing.T) {
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
-		e := newTokenEnv(t, engine)
-		ts := newTokenServer(t, e.clock.Now)
+	forTokenEnvs(t, nil, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
 		ctx := context.Background()
 		c := e.create(clientCredentials("Conn_Rejected", ts.URL(), "rejected"))
 
@@ -643,7 +712,9 @@ func TestRejected(t *testing.T) {
 		if e.record(err) != nil {
 			t.Fatal(err)
 		}
-		e.m.Rejected(ctx, c, tok1) // the target answered 401
+		if !e.m.Rejected(ctx, c, tok1) { // the target answered 401
+			t.Fatalf("Rejected() of a valid token = false, want true (retry with a new token)")
+		}
 		tok2, err := e.m.Token(ctx, c)
 		if e.record(err) != nil {
 			t.Fatal(err)
@@ -654,15 +725,21 @@ func TestRejected(t *testing.T) {
 		}
 
 		// A late 401 for an older token must not drop a newer one, here
-		// obtained by another process.
+		// obtained by another process (after the cool-down of the first
+		// rejection: see TestRejectedCooldown).
+		e.clock.Advance(11 * time.Second)
 		other := e.replica()
 		tok3, err := other.Refresh(ctx, c)
 		if e.record(err) != nil {
 			t.Fatal(err)
 		}
-		e.m.Rejected(ctx, c, tok2)
-		other.Rejected(ctx, c, tok1)
-		for name, m := range map[string]*Manager{"this process": e.m, "the other process": other} {
+		for name, retry := range map[string]bool{"this process, its own older token": e.m.Rejected(ctx, c, tok2),
+			"the other process, an older token": other.Rejected(ctx, c, tok1)} {
+			if !retry {
+				t.Errorf("%s: Rejected() = false, want true (a newer token is there)", name)
+			}
+		}
+		for name, m := range map[string]*security.Manager{"this process": e.m, "the other process": other} {
 			got, err := m.Token(ctx, c)
 			if e.record(err) != nil {
 				t.Fatal(err)
@@ -677,11 +754,84 @@ func TestRejected(t *testing.T) {
 	})
 }
 
+// TestRejectedCooldown: a target that rejects every token cannot make
+// connmgr ask the token endpoint more than once per connection per
+// cool-down (#8 item 9).
+func TestRejectedCooldown(t *testing.T) {
+	const cooldown = 30 * time.Second
+	forTokenEnvs(t, func(cfg *security.ManagerConfig) { cfg.RejectCooldown = cooldown }, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
+		ctx := context.Background()
+		// invoke plays the proxy on a target that answers 401: it reports
+		// the token and retries once with a new one when Rejected says so.
+		invoke := func(t *testing.T, c *connections.Connection) (retried bool) {
+			tok, err := e.m.Token(ctx, c)
+			if e.record(err) != nil {
+				t.Errorf("Token() error = %v", err)
+				return false
+			}
+			if !e.m.Rejected(ctx, c, tok) {
+				return false
+			}
+			if _, err := e.m.Token(ctx, c); e.record(err) != nil {
+				t.Errorf("Token() for the retry error = %v", err)
+			}
+			return true
+		}
+		tests := []struct {
+			name       string
+			concurrent bool
+		}{
+			{name: "in a row"},
+			{name: "concurrent", concurrent: true},
+		}
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				e := e.at(t)
+				id := fmt.Sprintf("rejected-%d", i)
+				c := e.create(clientCredentials(fmt.Sprintf("Conn_Rejected_%d", i), ts.URL(), id))
+				if _, err := e.m.Token(ctx, c); e.record(err) != nil {
+					t.Fatal(err)
+				}
+				var mu sync.Mutex
+				retries := 0
+				var wg sync.WaitGroup
+				for range 20 {
+					call := func() {
+						if invoke(t, c) {
+							mu.Lock()
+							retries++
+							mu.Unlock()
+						}
+					}
+					if tt.concurrent {
+						wg.Go(call)
+					} else {
+						call()
+					}
+				}
+				wg.Wait()
+				if got := ts.countBy(byClient)[id]; got != 2 {
+					t.Errorf("token requests for 20 rejections within the cool-down = %d, want 2 (the first token and one new one)", got)
+				}
+				if !tt.concurrent && retries != 1 {
+					t.Errorf("Rejected() = true %d times for 20 rejections in a row, want once", retries)
+				}
+
+				e.clock.Advance(cooldown)
+				if !invoke(t, c) {
+					t.Errorf("Rejected() after the cool-down = false, want true")
+				}
+				if got := ts.countBy(byClient)[id]; got != 3 {
+					t.Errorf("token requests after the cool-down = %d, want 3 (one more)", got)
+				}
+			})
+		}
+	})
+}
+
 func TestRefreshTokenKeptOrRotated(t *testing.T) {
 	t.Parallel() // mostly waiting: the scheduler's jitter, slow endpoints
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
-		e := newTokenEnv(t, engine)
-		ts := newTokenServer(t, e.clock.Now)
+	forTokenEnvs(t, nil, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
 		ctx := context.Background()
 		c := e.create(authorizationCode("Conn_Refresh_Token", ts.srv.URL+"/authorize", ts.URL(), "rt", canary+"-secret-rt"))
 		rt := ts.newFamily("rt")
@@ -690,7 +840,7 @@ func TestRefreshTokenKeptOrRotated(t *testing.T) {
 		// Without rotation the response has no refresh_token: keep ours.
 		ts.script(func(s *tokenServer) { s.rotate = false })
 		v := e.stored(c).Version
-		e.m.RefreshDue(ctx)
+		refreshDue(e.m)
 		st := e.stored(c)
 		if tok, err := e.m.Token(ctx, c); e.record(err) != nil || tok.RefreshToken.Reveal() != rt {
 			t.Errorf("Token() after a refresh without refresh_token = %v, refresh token kept %v; want the old one kept",
@@ -732,7 +882,7 @@ func TestRefreshTokenKeptOrRotated(t *testing.T) {
 		if bytes.Contains(ct, []byte(cur)) {
 			t.Errorf("refresh token stored in plaintext")
 		}
-		if pt, err := e.ring.Open(ct, TokenAD(c.ID, "refresh")); err != nil || string(pt) != cur {
+		if pt, err := e.ring.Open(ct, store.TokenAD(c.ID, "refresh")); err != nil || string(pt) != cur {
 			t.Errorf("stored refresh token decrypts to %q, %v; want the rotated one", pt, err)
 		}
 		// The rotated token works on the next refresh; the old one is gone.
@@ -758,21 +908,15 @@ func TestSlowProcessLosesToNewerToken(t *testing.T) {
 		{name: "UTC", slow: time.UTC, fast: time.UTC},
 		{name: "local time across a DST change", slow: time.FixedZone("CEST", 2*3600), fast: time.FixedZone("CET", 3600)},
 	}
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
+	forEngine(t, func(t *testing.T, engine storetest.Engine) {
 		for _, z := range zones {
 			t.Run(z.name, func(t *testing.T) {
 				e := newTokenEnv(t, engine)
 				ts := newTokenServer(t, e.clock.Now)
-				hold := make(chan struct{})
-				released := false
-				t.Cleanup(func() {
-					if !released {
-						close(hold)
-					}
-				})
+				hold, release := newHold(t)
 				ts.script(func(s *tokenServer) { s.hold = hold })
-				in := func(loc *time.Location) func(*ManagerConfig) {
-					return func(cfg *ManagerConfig) { cfg.Now = func() time.Time { return e.clock.Now().In(loc) } }
+				in := func(loc *time.Location) func(*security.ManagerConfig) {
+					return func(cfg *security.ManagerConfig) { cfg.Now = func() time.Time { return e.clock.Now().In(loc) } }
 				}
 				slow, fast := e.replica(in(z.slow)), e.replica(in(z.fast))
 				c := e.create(clientCredentials("Conn_Slow_Process", ts.URL(), "slow"))
@@ -788,7 +932,7 @@ func TestSlowProcessLosesToNewerToken(t *testing.T) {
 				ts.script(func(s *tokenServer) { s.hold = nil })
 
 				// Once the lease has run out, another process takes over.
-				e.clock.Advance(leaseFor + time.Second)
+				e.clock.Advance(slow.LeaseFor() + time.Second)
 				wait, cancel = context.WithTimeout(context.Background(), 3*time.Second)
 				newer, err := fast.Token(wait, c)
 				cancel()
@@ -797,8 +941,7 @@ func TestSlowProcessLosesToNewerToken(t *testing.T) {
 				}
 
 				// The slow answer arrives late and loses the version check.
-				close(hold)
-				released = true
+				release()
 				wait, cancel = context.WithTimeout(context.Background(), 3*time.Second)
 				got, err := slow.Token(wait, c)
 				cancel()
@@ -831,10 +974,8 @@ func TestSlowProcessLosesToNewerToken(t *testing.T) {
 // a rotating endpoint takes a second use for theft and revokes the grant.
 func TestOneRefreshPerProcess(t *testing.T) {
 	t.Parallel() // mostly waiting: the scheduler's jitter, slow endpoints
-	forEngine(t, func(t *testing.T, engine connectionstest.Engine) {
-		e := newTokenEnv(t, engine)
-		ts := newTokenServer(t, e.clock.Now)
-		hold := make(chan struct{})
+	forTokenEnvs(t, nil, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
+		hold, release := newHold(t)
 		ts.script(func(s *tokenServer) { s.hold = hold })
 		ctx := context.Background()
 		c := e.create(authorizationCode("Conn_One_Refresh", ts.srv.URL+"/authorize", ts.URL(), "one", canary+"-secret-one"))
@@ -842,7 +983,7 @@ func TestOneRefreshPerProcess(t *testing.T) {
 		e.seed(c, canary+"-seeded", rt, e.clock.Now().Add(-2*time.Hour), time.Hour) // expired: due and invalid
 
 		var wg sync.WaitGroup
-		wg.Go(func() { e.m.RefreshDue(ctx) })
+		wg.Go(func() { refreshDue(e.m) })
 		waitFor(5*time.Second, ts.busy)
 		results := make(chan error, 2)
 		wg.Go(func() {
@@ -854,7 +995,7 @@ func TestOneRefreshPerProcess(t *testing.T) {
 			results <- e.record(err)
 		})
 		time.Sleep(300 * time.Millisecond) // let them reach the endpoint, if they would
-		close(hold)
+		release()
 		wg.Wait()
 		close(results)
 		for err := range results {
@@ -876,4 +1017,132 @@ func TestOneRefreshPerProcess(t *testing.T) {
 			t.Errorf("status = %s, want CONFIGURED", got)
 		}
 	})
+}
+
+// TestRefreshRefusedNeedsConsent: for an authorization-code connection, a
+// permanent 400 or 401 to a refresh_token grant, with or without an error
+// code, means the refresh token is dead: NEEDS_CONSENT, and Token fails
+// with ErrNeedsConsent. Transient answers, other statuses and other
+// policies do not (#9 item 4).
+func TestRefreshRefusedNeedsConsent(t *testing.T) {
+	tests := []struct {
+		name        string
+		policy      connections.Policy
+		status      int
+		code        string // "" answers a plain-text body
+		wantConsent bool
+		transient   bool
+	}{
+		{name: "400 invalid_grant", status: http.StatusBadRequest, code: "invalid_grant", wantConsent: true},
+		{name: "400 without an error code", status: http.StatusBadRequest, wantConsent: true},
+		{name: "400 invalid_request", status: http.StatusBadRequest, code: "invalid_request", wantConsent: true},
+		{name: "401 invalid_client", status: http.StatusUnauthorized, code: "invalid_client", wantConsent: true},
+		{name: "401 without an error code", status: http.StatusUnauthorized, wantConsent: true},
+		{name: "403 without an error code", status: http.StatusForbidden},
+		{name: "400 temporarily_unavailable", status: http.StatusBadRequest, code: "temporarily_unavailable", transient: true},
+		{name: "503", status: http.StatusServiceUnavailable, transient: true},
+		{name: "client credentials, 400 invalid_grant", policy: security.PolicyClientCredentials,
+			status: http.StatusBadRequest, code: "invalid_grant"},
+	}
+	forTokenEnvs(t, nil, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
+		ctx := context.Background()
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				e := e.at(t)
+				id := fmt.Sprintf("refused-%d", i)
+				name := fmt.Sprintf("Conn_Refused_%d", i)
+				var c *connections.Connection
+				if tt.policy == security.PolicyClientCredentials {
+					c = e.create(clientCredentials(name, ts.URL(), id))
+				} else {
+					c = e.create(authorizationCode(name, ts.srv.URL+"/authorize", ts.URL(), id, canary+"-secret-"+id))
+				}
+				// Expired: Token must refresh.
+				e.seed(c, canary+"-seeded-"+id, ts.newFamily(id), e.clock.Now().Add(-2*time.Hour), time.Hour)
+				ts.failWith(tt.status, tt.code, "")
+				defer ts.recover()
+
+				_, err := e.m.Token(ctx, c)
+				e.record(err)
+				if got := errors.Is(err, security.ErrNeedsConsent); got != tt.wantConsent || err == nil {
+					t.Fatalf("Token() = %v; wraps ErrNeedsConsent: %v, want %v", err, got, tt.wantConsent)
+				}
+				wantStatus := connections.StatusError
+				if tt.wantConsent {
+					wantStatus = connections.StatusNeedsConsent
+				}
+				if got := e.get(c.Name).Status; got != wantStatus {
+					t.Errorf("status = %s, want %s", got, wantStatus)
+				}
+				if te := tokenErr(t, err); te.Permanent == tt.transient {
+					t.Errorf("TokenError.Permanent = %v, want %v", te.Permanent, !tt.transient)
+				}
+				// A dead refresh token is not tried again by the scheduler.
+				n := ts.countBy(byClient)[id]
+				e.clock.Advance(10 * time.Minute)
+				refreshDue(e.m)
+				if got := ts.countBy(byClient)[id] - n; got != 0 && !tt.transient {
+					t.Errorf("scheduled refreshes after a permanent failure = %d, want 0", got)
+				}
+			})
+		}
+
+		// Before a refresh token is declared dead, the stored token is read
+		// again: another replica may have rotated it a moment ago.
+		t.Run("rotated by another replica meanwhile", func(t *testing.T) {
+			e := e.at(t)
+			c := e.create(authorizationCode("Conn_Refused_Rotated", ts.srv.URL+"/authorize", ts.URL(), "rotated", canary+"-secret-rotated"))
+			e.seed(c, canary+"-seeded-rotated", ts.newFamily("rotated"), e.clock.Now().Add(-2*time.Hour), time.Hour)
+			hold, release := newHold(t)
+			ts.script(func(s *tokenServer) { s.hold = hold })
+			done := make(chan error, 1)
+			var slow *security.Token
+			go func() {
+				var err error
+				slow, err = e.m.Token(ctx, c) // sends the refresh token, then hangs
+				done <- err
+			}()
+			waitFor(5*time.Second, ts.busy)
+			if !ts.busy() {
+				t.Fatal("Token() did not reach the token endpoint within 5s")
+			}
+			ts.script(func(s *tokenServer) { s.hold = nil })
+
+			// Its lease runs out; a replica refreshes with the same refresh
+			// token, and the endpoint rotates it.
+			e.clock.Advance(e.m.LeaseFor() + time.Second)
+			replica := e.replica()
+			newer, err := replica.Refresh(ctx, c)
+			if e.record(err) != nil {
+				t.Fatalf("replica Refresh() = %v", err)
+			}
+			release() // the late request presents the old refresh token: invalid_grant
+			if err := <-done; e.record(err) != nil {
+				t.Fatalf("Token() after the replica's rotation = %v, want the replica's token", err)
+			}
+			refused := ts.countBy(func(r tokenRequest) string { return r.Client + " " + r.Error })["rotated invalid_grant"]
+			if refused != 1 {
+				t.Fatalf("invalid_grant answers = %d, want 1 (the late request)", refused)
+			}
+			if !slow.AccessToken.Equal(newer.AccessToken) {
+				t.Errorf("Token() = another token, want the one the replica stored")
+			}
+			if got := e.get(c.Name).Status; got != connections.StatusConfigured {
+				t.Errorf("status = %s, want CONFIGURED", got)
+			}
+			if info, err := e.m.Info(ctx, c); err != nil || info.Blocked || info.LastError != "" {
+				t.Errorf("Info() = %+v, %v; want not blocked, no last error", info, err)
+			}
+		})
+	})
+}
+
+// jwtToken signs claims with method and key.
+func jwtToken(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

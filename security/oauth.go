@@ -6,14 +6,17 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -25,268 +28,394 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/outbound"
 )
 
-// Token is an access token with what connmgr knows about it.
-type Token struct {
-	AccessToken  connections.Secret
-	TokenType    string
-	RefreshToken connections.Secret
-	Scopes       []string
-	ObtainedAt   time.Time
-	ExpiresAt    time.Time
-	// Version increases with every token stored for a connection; a write
-	// succeeds only over the version it replaces.
-	Version int64
-}
+// ClientAuth says how an OAuth client authenticates at the token endpoint.
+type ClientAuth string
 
-// Lifetime is how long the token was valid for when obtained.
-func (t *Token) Lifetime() time.Duration { return t.ExpiresAt.Sub(t.ObtainedAt) }
-
-// refreshAhead is how long before expiry a token is refreshed:
-// max(20% of the lifetime, min(60s, half the lifetime)).
-func refreshAhead(lifetime time.Duration) time.Duration {
-	return max(lifetime/5, min(time.Minute, lifetime/2))
-}
-
-// RefreshAt is when the scheduler refreshes the token.
-func (t *Token) RefreshAt() time.Time { return t.ExpiresAt.Add(-refreshAhead(t.Lifetime())) }
-
-// Valid reports whether the token can still be sent at now: it is not
-// within a small safety margin (a tenth of its lifetime, at most 10s) of
-// expiry.
-func (t *Token) Valid(now time.Time) bool {
-	if t == nil || !t.AccessToken.IsSet() {
-		return false
-	}
-	margin := min(10*time.Second, t.Lifetime()/10)
-	return now.Before(t.ExpiresAt.Add(-margin))
-}
-
-// authorization returns the Authorization header value for the token.
-func (t *Token) authorization() string {
-	typ := t.TokenType
-	if typ == "" || strings.EqualFold(typ, "bearer") {
-		typ = "Bearer"
-	}
-	return typ + " " + t.AccessToken.Reveal()
-}
-
-// Token request errors.
-var (
-	// ErrTokenUnavailable: no valid token can be had now. The wrapped
-	// *TokenError says why.
-	ErrTokenUnavailable = errors.New("token unavailable")
-	// ErrNeedsConsent: an authorization-code connection has no usable
-	// refresh token; someone must give consent again.
-	ErrNeedsConsent = errors.New("consent needed")
+// The client authentication methods.
+const (
+	// ClientAuthBasic sends client_id and client_secret in an HTTP Basic
+	// header, each form-encoded first (RFC 6749 §2.3.1).
+	ClientAuthBasic ClientAuth = "BASIC_HEADER"
+	// ClientAuthBasicRaw sends them in an HTTP Basic header as they are,
+	// for servers that do not form-decode (secrets with + / = % break
+	// there with BASIC_HEADER).
+	ClientAuthBasicRaw ClientAuth = "BASIC_HEADER_RAW"
+	// ClientAuthBody sends them as form parameters.
+	ClientAuthBody ClientAuth = "BODY"
+	// ClientAuthPrivateKeyJWT signs a client assertion with a private key
+	// (RFC 7523 §2.2, OpenID Connect private_key_jwt).
+	ClientAuthPrivateKeyJWT ClientAuth = "PRIVATE_KEY_JWT"
+	// ClientAuthSecretJWT signs a client assertion with the client secret
+	// (HS256, OpenID Connect client_secret_jwt).
+	ClientAuthSecretJWT ClientAuth = "CLIENT_SECRET_JWT"
+	// ClientAuthTLS authenticates the client by the connection's TLS client
+	// certificate (RFC 8705 tls_client_auth).
+	ClientAuthTLS ClientAuth = "TLS_CLIENT_AUTH"
 )
 
-// TokenError describes a failed token request without secrets or response
-// bodies: the OAuth error code, the HTTP status, or the kind of network
-// failure.
-type TokenError struct {
-	// Reason is a short, safe description ("invalid_client", "timeout",
-	// "HTTP 503", "egress denied: ...").
-	Reason string
-	// Permanent errors are not retried automatically.
-	Permanent bool
-	// RetryAfter is the server's Retry-After, if it sent one.
-	RetryAfter time.Duration
-	// OAuthCode is RFC 6749's error code, if the server sent one.
-	OAuthCode string
-	cause     error
+var clientAuths = []ClientAuth{ClientAuthBasic, ClientAuthBasicRaw, ClientAuthBody, ClientAuthPrivateKeyJWT,
+	ClientAuthSecretJWT, ClientAuthTLS}
+
+// Client is an OAuth 2.0 client at a token endpoint: who it is, how it
+// authenticates, and what it asks for. The OAuth policies embed it.
+type Client struct {
+	TokenURL     string             `json:"tokenUrl,omitempty" url:"token"`
+	ClientID     string             `json:"clientId,omitempty"`
+	ClientSecret connections.Secret `json:"clientSecret,omitzero" dest:"tokenUrl,issuer,authorizationUrl"`
+	// ClientAuth is BASIC_HEADER (default), BASIC_HEADER_RAW, BODY,
+	// PRIVATE_KEY_JWT, CLIENT_SECRET_JWT or TLS_CLIENT_AUTH.
+	ClientAuth    ClientAuth         `json:"clientAuth,omitempty"`
+	PrivateKeyPEM connections.Secret `json:"privateKeyPem,omitzero" dest:"tokenUrl,issuer"`
+	KeyID         string             `json:"keyId,omitempty"`
+	// AssertionAudience is the aud of client assertions; default the
+	// token URL.
+	AssertionAudience string            `json:"assertionAudience,omitempty"`
+	Scopes            []string          `json:"scopes,omitempty"`
+	Audience          string            `json:"audience,omitempty"`
+	ExtraParams       map[string]string `json:"extraParams,omitempty"`
 }
 
-func (e *TokenError) Error() string { return "token request failed: " + e.Reason }
-
-// Unwrap returns the cause for errors.Is (egress denial, deadline), never
-// a RetrieveError, whose text holds the response body.
-func (e *TokenError) Unwrap() error { return e.cause }
-
-// classify turns an error from a token request into a *TokenError.
-func classify(err error, now time.Time) *TokenError {
-	var te *TokenError
-	if errors.As(err, &te) {
-		return te
+// validate checks the client's settings. tokenURLRequired is false for a
+// policy that can discover its token endpoint.
+func (cl *Client) validate(v *connections.Checker, tokenURLRequired bool) {
+	v.URL("tokenUrl", cl.TokenURL, tokenURLRequired)
+	v.Text("clientId", cl.ClientID, connections.MaxShortField, true)
+	if cl.ClientAuth == "" {
+		cl.ClientAuth = ClientAuthBasic
 	}
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
-		e := &TokenError{OAuthCode: re.ErrorCode}
-		status := 0
-		if re.Response != nil {
-			status = re.Response.StatusCode
-			e.RetryAfter = retryAfter(re.Response.Header.Get("Retry-After"), now)
-		}
-		switch {
-		case re.ErrorCode != "" && safeCode(re.ErrorCode):
-			e.Reason = re.ErrorCode
-		case status != 0:
-			e.Reason = "HTTP " + strconv.Itoa(status) + " from the token endpoint"
-		default:
-			e.Reason = "the token endpoint answered with an error"
-		}
-		switch {
-		case status == http.StatusTooManyRequests || status >= 500 || status == http.StatusRequestTimeout:
-			// transient, whatever the body says
-		case re.ErrorCode == "temporarily_unavailable" || re.ErrorCode == "server_error" || re.ErrorCode == "slow_down":
-		default:
-			e.Permanent = true
-		}
-		return e
+	if !containsAuth(cl.ClientAuth) {
+		v.Add("clientAuth", "must be one of BASIC_HEADER, BASIC_HEADER_RAW, BODY, PRIVATE_KEY_JWT, CLIENT_SECRET_JWT, TLS_CLIENT_AUTH")
+		return
 	}
-	var de interface{ DenialReason() string }
-	if errors.As(err, &de) {
-		return &TokenError{Reason: "egress denied: " + de.DenialReason(), Permanent: true, cause: err}
-	}
-	var netErr net.Error
-	var dnsErr *net.DNSError
+	v.Secret("clientSecret", cl.ClientSecret, cl.usesSecret())
+	v.Secret("privateKeyPem", cl.PrivateKeyPEM, cl.ClientAuth == ClientAuthPrivateKeyJWT)
 	switch {
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
-		return &TokenError{Reason: "timeout calling the token endpoint", cause: context.DeadlineExceeded}
-	case errors.As(err, &dnsErr):
-		return &TokenError{Reason: "DNS lookup of the token endpoint failed"}
-	case strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:"):
-		return &TokenError{Reason: "TLS handshake with the token endpoint failed", Permanent: true}
-	case strings.Contains(err.Error(), "connection refused"):
-		return &TokenError{Reason: "the token endpoint refused the connection"}
-	case strings.Contains(err.Error(), "missing access_token"):
-		return &TokenError{Reason: "the token endpoint answered without an access_token", Permanent: true}
-	case strings.Contains(err.Error(), "cannot parse"):
-		return &TokenError{Reason: "the token endpoint's answer is not a token response", Permanent: true}
+	case cl.ClientSecret.IsSet() && !cl.usesSecret():
+		v.Add("clientSecret", "is not used with clientAuth %s", cl.ClientAuth)
+	case cl.PrivateKeyPEM.IsSet() && cl.ClientAuth != ClientAuthPrivateKeyJWT:
+		v.Add("privateKeyPem", "is used only with clientAuth PRIVATE_KEY_JWT")
+	case cl.PrivateKeyPEM.IsSet():
+		if _, err := ParsePrivateKey(cl.PrivateKeyPEM.Reveal()); err != nil {
+			v.Add("privateKeyPem", "%v", err)
+		}
 	}
-	return &TokenError{Reason: "the token endpoint could not be reached"}
+	jwtAuth := cl.ClientAuth == ClientAuthPrivateKeyJWT || cl.ClientAuth == ClientAuthSecretJWT
+	if cl.KeyID != "" && !jwtAuth {
+		v.Add("keyId", "is used only with clientAuth PRIVATE_KEY_JWT or CLIENT_SECRET_JWT")
+	}
+	v.Text("keyId", cl.KeyID, connections.MaxShortField, false)
+	if cl.AssertionAudience != "" && !jwtAuth {
+		v.Add("assertionAudience", "is used only with clientAuth PRIVATE_KEY_JWT or CLIENT_SECRET_JWT")
+	}
+	v.Text("assertionAudience", cl.AssertionAudience, connections.MaxURLLen, false)
+	v.Scopes("scopes", cl.Scopes)
+	v.Text("audience", cl.Audience, connections.MaxURLLen, false)
+	v.Params("extraParams", cl.ExtraParams, connections.ReservedParams)
 }
 
-// safeCode accepts RFC 6749 error codes (%x20-21 / %x23-5B / %x5D-7E,
-// short); anything else is not echoed.
-func safeCode(s string) bool {
-	if len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r == '_' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
-			return false
+func containsAuth(a ClientAuth) bool {
+	for _, x := range clientAuths {
+		if x == a {
+			return true
 		}
+	}
+	return false
+}
+
+// usesSecret reports whether the client's authentication needs the client
+// secret.
+func (cl *Client) usesSecret() bool {
+	switch cl.ClientAuth {
+	case ClientAuthPrivateKeyJWT, ClientAuthTLS:
+		return false
 	}
 	return true
 }
 
-// retryAfter parses Retry-After (seconds or an HTTP date), capped at 1h.
-func retryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
+// UnusedSecrets implements connections.UnusedSecrets: a switch between
+// client secret and private key leaves the other behind.
+func (cl *Client) UnusedSecrets() []string {
+	switch cl.ClientAuth {
+	case ClientAuthPrivateKeyJWT:
+		return []string{"clientSecret"}
+	case ClientAuthTLS:
+		return []string{"clientSecret", "privateKeyPem"}
 	}
-	var d time.Duration
-	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-		d = time.Duration(secs) * time.Second
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = t.Sub(now)
+	return []string{"privateKeyPem"}
+}
+
+// checkTLS reports a TLS_CLIENT_AUTH client without a client certificate.
+func (cl *Client) checkTLS(c *connections.Connection, v *connections.Checker) {
+	if cl.ClientAuth == ClientAuthTLS && (c.TLS == nil || c.TLS.ClientCertificatePEM == "") {
+		v.Add("security.clientAuth", "TLS_CLIENT_AUTH needs tls.clientCertificatePem and tls.clientKeyPem on the connection")
 	}
-	return min(max(d, 0), time.Hour)
+}
+
+// MintsTokens implements connections.Minter: tokens obtained with the
+// client's secrets go to the connection's base URL.
+func (cl *Client) MintsTokens() {}
+
+// tokenEnv is what a token request needs besides the policy.
+type tokenEnv struct {
+	// client is the connection's egress-guarded client, with its TLS
+	// settings and a timeout.
+	client     *http.Client
+	now        time.Time
+	defaultTTL time.Duration
+	// secrets are the connection's secret values, redacted from what the
+	// provider says.
+	secrets []string
+	// discover returns an issuer's metadata (cached).
+	discover func(ctx context.Context, issuer string) (*Metadata, error)
+	// manager gives the tokens of other connections (token exchange).
+	manager *Manager
 }
 
 // grant is one token request: its grant type and parameters.
 type grant struct {
 	typ    string
 	params url.Values
-	scopes bool // send the connection's scopes
+	scopes bool // send the client's scopes
 }
 
-// tokenClient performs token requests for a connection.
-type tokenClient struct {
-	client     *http.Client
-	now        func() time.Time
-	defaultTTL time.Duration
-}
-
-// maxTokenTTL caps token lifetimes, so a bogus expires_in cannot keep a
-// token cached for years.
-const maxTokenTTL = 24 * time.Hour
-
-// request performs g for c and returns the token, with the lifetime rules
-// of DESIGN.md §5 applied. Errors are *TokenError.
-func (tc *tokenClient) request(ctx context.Context, c *connections.Connection, g grant) (*Token, error) {
-	s := &c.Security
+// request performs g at tokenURL, authenticating as cl, and returns the
+// token with DESIGN.md §5's lifetime rules applied. Errors are
+// *TokenError.
+func (cl *Client) request(ctx context.Context, e *tokenEnv, tokenURL string, g grant) (*Token, error) {
 	params := url.Values{"grant_type": {g.typ}}
-	if s.Audience != "" {
-		params.Set("audience", s.Audience)
+	if cl.Audience != "" {
+		params.Set("audience", cl.Audience)
 	}
-	for k, v := range s.ExtraParams {
+	for k, v := range cl.ExtraParams {
 		params.Set(k, v)
 	}
 	for k, v := range g.params {
 		params[k] = v
 	}
-	cfg := clientcredentials.Config{ClientID: s.ClientID, ClientSecret: s.ClientSecret.Reveal(), TokenURL: s.TokenURL,
-		EndpointParams: params, AuthStyle: oauth2.AuthStyleInHeader}
+	// clientcredentials.Config lets EndpointParams replace grant_type, so
+	// it serves every grant; its AuthStyle covers two client
+	// authentications and the rest are set here.
+	cfg := clientcredentials.Config{TokenURL: tokenURL, EndpointParams: params, AuthStyle: oauth2.AuthStyleInParams}
 	if g.scopes {
-		cfg.Scopes = s.Scopes
+		cfg.Scopes = cl.Scopes
 	}
-	switch s.ClientAuth {
-	case connections.ClientAuthBody:
-		cfg.AuthStyle = oauth2.AuthStyleInParams
-	case connections.ClientAuthPrivateKeyJWT:
-		assertion, err := clientAssertion(c, tc.now())
+	transport := e.client.Transport
+	switch cl.ClientAuth {
+	case ClientAuthBasic, "":
+		cfg.ClientID, cfg.ClientSecret, cfg.AuthStyle = cl.ClientID, cl.ClientSecret.Reveal(), oauth2.AuthStyleInHeader
+	case ClientAuthBasicRaw:
+		transport = rawBasic{next: transport, id: cl.ClientID, secret: cl.ClientSecret.Reveal()}
+	case ClientAuthBody:
+		cfg.ClientID, cfg.ClientSecret = cl.ClientID, cl.ClientSecret.Reveal()
+	case ClientAuthTLS:
+		cfg.ClientID = cl.ClientID
+	case ClientAuthPrivateKeyJWT, ClientAuthSecretJWT:
+		assertion, err := cl.assertion(tokenURL, e.now)
 		if err != nil {
 			return nil, &TokenError{Reason: "cannot sign the client assertion: " + err.Error(), Permanent: true}
 		}
-		cfg.AuthStyle, cfg.ClientSecret = oauth2.AuthStyleInParams, ""
+		cfg.ClientID = cl.ClientID
 		params.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
 		params.Set("client_assertion", assertion)
 	}
 	// The oauth2 package reads its HTTP client from the context; ours
-	// passes through the egress guard and normalises odd expires_in values.
-	client := &http.Client{Transport: expiresFixer{tc.client.Transport}, Timeout: tc.client.Timeout,
-		CheckRedirect: tc.client.CheckRedirect}
-	obtained := tc.now()
+	// passes through the egress guard and checks the answer's shape.
+	client := &http.Client{Transport: responseCheck{next: transport}, Timeout: e.client.Timeout,
+		CheckRedirect: e.client.CheckRedirect}
 	tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, client))
 	if err != nil {
-		return nil, classify(err, obtained)
+		return nil, classify(err, e)
 	}
 	// clientcredentials.Config does not copy expires_in into
 	// Token.ExpiresIn, so it is read from the raw response (JSON, or a
 	// form-encoded body).
 	secs, _ := expiresSeconds(tok.Extra("expires_in"))
-	ttl := time.Duration(secs) * time.Second
-	if ttl <= 0 {
-		ttl = tc.defaultTTL
-	}
-	ttl = min(ttl, maxTokenTTL)
+	ttl := lifetime(secs, tok.AccessToken, e.now, e.defaultTTL)
 	t := &Token{AccessToken: connections.NewSecret(tok.AccessToken), TokenType: tok.TokenType,
-		RefreshToken: connections.NewSecret(tok.RefreshToken), ObtainedAt: obtained.UTC(),
-		ExpiresAt: obtained.Add(ttl).UTC(), Scopes: s.Scopes}
+		RefreshToken: connections.NewSecret(tok.RefreshToken), ObtainedAt: e.now.UTC(),
+		ExpiresAt: e.now.Add(ttl).UTC(), Scopes: cl.Scopes}
 	if granted, ok := tok.Extra("scope").(string); ok && granted != "" {
 		t.Scopes = strings.Fields(granted)
+	}
+	if id, ok := tok.Extra("id_token").(string); ok {
+		t.idToken = id
 	}
 	return t, nil
 }
 
-// expiresFixer decorates the token endpoint's transport: it rewrites an
+// rawBasic sets HTTP Basic authentication with the id and secret as they
+// are (BASIC_HEADER_RAW).
+type rawBasic struct {
+	next       http.RoundTripper
+	id, secret string
+}
+
+func (b rawBasic) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(b.id+":"+b.secret)))
+	return b.next.RoundTrip(req)
+}
+
+// assertion signs an RFC 7523 client assertion with a fresh jti, so no two
+// token requests share one. aud is a single string: the token URL or the
+// configured audience.
+func (cl *Client) assertion(tokenURL string, now time.Time) (string, error) {
+	aud := cl.AssertionAudience
+	if aud == "" {
+		aud = tokenURL
+	}
+	claims := jwt.MapClaims{"iss": cl.ClientID, "sub": cl.ClientID, "aud": aud, "jti": randomString(24),
+		"iat": now.Unix(), "nbf": now.Add(-30 * time.Second).Unix(), "exp": now.Add(5 * time.Minute).Unix()}
+	var method jwt.SigningMethod
+	var key any
+	if cl.ClientAuth == ClientAuthSecretJWT {
+		method, key = jwt.SigningMethodHS256, []byte(cl.ClientSecret.Reveal())
+	} else {
+		k, err := ParsePrivateKey(cl.PrivateKeyPEM.Reveal())
+		if err != nil {
+			return "", errors.New("the private key cannot be parsed")
+		}
+		if method, err = signingMethod(k, ""); err != nil {
+			return "", err
+		}
+		key = k
+	}
+	tok := jwt.NewWithClaims(method, claims)
+	if cl.KeyID != "" {
+		tok.Header["kid"] = cl.KeyID
+	}
+	return tok.SignedString(key)
+}
+
+// signingMethod picks the JWT algorithm for key: alg when given (RS256,
+// PS256, ES256 ...), else the key's natural one.
+func signingMethod(key any, alg string) (jwt.SigningMethod, error) {
+	if alg != "" {
+		m := jwt.GetSigningMethod(alg)
+		if m == nil {
+			return nil, fmt.Errorf("unknown signing algorithm %q", alg)
+		}
+		return m, nil
+	}
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		return jwt.SigningMethodRS256, nil
+	case *ecdsa.PrivateKey:
+		switch k.Curve {
+		case elliptic.P384():
+			return jwt.SigningMethodES384, nil
+		case elliptic.P521():
+			return jwt.SigningMethodES512, nil
+		}
+		return jwt.SigningMethodES256, nil
+	case ed25519.PrivateKey:
+		return jwt.SigningMethodEdDSA, nil
+	}
+	return nil, fmt.Errorf("unsupported key type %T", key)
+}
+
+// ParsePrivateKey parses a PEM-encoded RSA, ECDSA or Ed25519 private key
+// (PKCS#8, PKCS#1 or SEC 1).
+func ParsePrivateKey(pemText string) (any, error) {
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil {
+		return nil, fmt.Errorf("is not a PEM-encoded private key")
+	}
+	if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("is not an RSA, ECDSA or Ed25519 private key")
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// classify turns an error from a token request into a *TokenError that
+// keeps the provider's error code and its sanitised description.
+func classify(err error, e *tokenEnv) *TokenError {
+	var te *TokenError
+	if errors.As(err, &te) {
+		return te
+	}
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		out := &TokenError{OAuthCode: re.ErrorCode}
+		if re.Response != nil {
+			out.Status = re.Response.StatusCode
+			out.RetryAfter = outbound.RetryAfter(re.Response.Header.Get("Retry-After"), e.now)
+		}
+		switch {
+		case safeCode(re.ErrorCode):
+			out.Reason = re.ErrorCode
+			if d := sanitize(re.ErrorCode, re.ErrorDescription, e.secrets); d != "" {
+				out.Reason += ": " + d
+			}
+		case out.Status != 0:
+			out.OAuthCode = ""
+			out.Reason = httpReason(out.Status)
+		default:
+			out.Reason = "the token endpoint answered with an error"
+		}
+		switch {
+		case out.Status == http.StatusTooManyRequests || out.Status >= 500 || out.Status == http.StatusRequestTimeout:
+			// transient, whatever the body says
+		case re.ErrorCode == "temporarily_unavailable" || re.ErrorCode == "server_error" || re.ErrorCode == "slow_down":
+		default:
+			out.Permanent = true
+		}
+		return out
+	}
+	return networkFailure(err)
+}
+
+// responseCheck decorates the token endpoint's transport: it rewrites an
 // expires_in that the oauth2 package would choke on (a string, a fraction,
 // a number out of range, another type) into an integer, or drops it, so
-// that the lifetime rules apply instead of the request failing.
-type expiresFixer struct{ next http.RoundTripper }
+// that the lifetime rules apply instead of the request failing; and it
+// turns a 2xx answer without an access token into a *TokenError.
+type responseCheck struct{ next http.RoundTripper }
 
-func (f expiresFixer) RoundTrip(req *http.Request) (*http.Response, error) {
-	next := f.next
-	if next == nil {
-		next = http.DefaultTransport
-	}
-	res, err := next.RoundTrip(req)
+// maxTokenResponse bounds a token endpoint's answer.
+const maxTokenResponse = 1 << 20
+
+func (f responseCheck) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := f.next.RoundTrip(req)
 	if err != nil || res.StatusCode/100 != 2 {
 		return res, err
 	}
-	if mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); mt != "application/json" && !strings.HasSuffix(mt, "+json") {
-		return res, nil
-	}
-	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxTokenResponse))
 	res.Body.Close()
 	if err != nil {
 		return nil, err
 	}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(body, &m) == nil {
+	mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
+	switch {
+	case mt == "application/x-www-form-urlencoded" || mt == "text/plain":
+		if q, err := url.ParseQuery(string(body)); err != nil || q.Get("access_token") == "" {
+			return nil, errNoAccessToken
+		}
+	default:
+		var m map[string]json.RawMessage
+		if json.Unmarshal(body, &m) != nil {
+			return nil, &TokenError{Reason: "the token endpoint's answer is not a token response (" + strconv.Quote(mt) + ")", Permanent: true}
+		}
+		if raw, ok := m["access_token"]; !ok || string(raw) == `""` || string(raw) == "null" {
+			return nil, errNoAccessToken
+		}
 		if raw, ok := m["expires_in"]; ok {
 			if secs, ok := parseExpiresIn(raw); ok {
 				m["expires_in"] = json.RawMessage(strconv.FormatInt(secs, 10))
@@ -297,12 +426,17 @@ func (f expiresFixer) RoundTrip(req *http.Request) (*http.Response, error) {
 				body = b
 			}
 		}
+		if mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+			res.Header.Set("Content-Type", "application/json")
+		}
 	}
 	res.Body = io.NopCloser(bytes.NewReader(body))
 	res.ContentLength = int64(len(body))
 	res.Header.Del("Content-Length")
 	return res, nil
 }
+
+var errNoAccessToken = &TokenError{Reason: "the token endpoint answered without an access_token", Permanent: true}
 
 // parseExpiresIn reads a JSON number or numeric string as whole seconds,
 // within int32 (what the oauth2 package accepts).
@@ -338,38 +472,6 @@ func expiresSeconds(v any) (int64, bool) {
 	return int64(max(min(f, math.MaxInt32), math.MinInt32)), true
 }
 
-// clientAssertion signs an RFC 7523 client assertion for c with a fresh
-// jti, so no two token requests share one.
-func clientAssertion(c *connections.Connection, now time.Time) (string, error) {
-	key, err := connections.ParsePrivateKey(c.Security.PrivateKeyPEM.Reveal())
-	if err != nil {
-		return "", errors.New("the private key cannot be parsed")
-	}
-	var method jwt.SigningMethod
-	switch k := key.(type) {
-	case *rsa.PrivateKey:
-		method = jwt.SigningMethodRS256
-	case *ecdsa.PrivateKey:
-		switch k.Curve {
-		case elliptic.P384():
-			method = jwt.SigningMethodES384
-		case elliptic.P521():
-			method = jwt.SigningMethodES512
-		default:
-			method = jwt.SigningMethodES256
-		}
-	case ed25519.PrivateKey:
-		method = jwt.SigningMethodEdDSA
-	default:
-		return "", fmt.Errorf("unsupported key type %T", key)
-	}
-	claims := jwt.RegisteredClaims{Issuer: c.Security.ClientID, Subject: c.Security.ClientID,
-		Audience: jwt.ClaimStrings{c.Security.TokenURL}, ID: randomString(24),
-		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now.Add(-30 * time.Second)),
-		ExpiresAt: jwt.NewNumericDate(now.Add(5 * time.Minute))}
-	tok := jwt.NewWithClaims(method, claims)
-	if c.Security.KeyID != "" {
-		tok.Header["kid"] = c.Security.KeyID
-	}
-	return tok.SignedString(key)
-}
+// client returns the OAuth client settings, for code that serves every
+// OAuth policy.
+func (cl *Client) client() *Client { return cl }

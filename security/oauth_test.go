@@ -1,6 +1,3 @@
-// These tests use package invoke, which imports security, so they live in
-// the external test package. The internal tests get invoke's guarded
-// client through security.GuardedClient, set here.
 package security_test
 
 import (
@@ -15,20 +12,10 @@ import (
 	"time"
 
 	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/connections/connectionstest"
-	"github.com/connmgr/connmgr/invoke"
+	"github.com/connmgr/connmgr/outbound"
 	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/store/storetest"
 )
-
-func init() {
-	security.GuardedClient = func(allow string, timeout time.Duration) (*http.Client, error) {
-		prefixes, err := invoke.ParseAllow(allow)
-		if err != nil {
-			return nil, err
-		}
-		return (&invoke.Guard{Allow: prefixes}).Client(timeout), nil
-	}
-}
 
 // TestTokenRequestsPassTheEgressGuard: a token URL is attacker-chosen
 // input like a base URL; pointed at an internal address it must not be
@@ -57,29 +44,25 @@ func TestTokenRequestsPassTheEgressGuard(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			client, err := security.GuardedClient(tt.allow, 5*time.Second)
+			client, err := guardedClient(tt.allow, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer client.CloseIdleConnections()
-			m, svc, store := newManager(t, client)
-			c := &connections.Connection{Name: fmt.Sprintf("Conn_Egress_%d", i), Role: connections.RoleInvoke,
-				BaseURL: "https://api.example.com", Security: connections.Security{
-					Policy: connections.PolicyClientCredentials, TokenURL: "http://" + tt.host + ":" + port + "/token",
-					ClientID: "egress", ClientSecret: connections.NewSecret("egress-secret")}}
-			if err := svc.Create(ctx, "test", c); err != nil {
-				t.Fatal(err)
-			}
+			e := newTokenEnv(t, storetest.SQLite, withClient(client))
+			c := clientCredentials(fmt.Sprintf("Conn_Egress_%d", i), "http://"+tt.host+":"+port+"/token", "egress")
+			c = e.create(c)
 			before := hits.Load()
-			_, err = m.Token(ctx, c)
+			_, err = e.m.Token(ctx, c)
+			e.record(err)
 			if !tt.denied {
 				if err != nil || hits.Load()-before != 1 {
 					t.Fatalf("Token() = %v with %d requests, want a token from 1 request", err, hits.Load()-before)
 				}
 				return
 			}
-			if !errors.Is(err, security.ErrTokenUnavailable) || !errors.Is(err, invoke.ErrEgressDenied) {
-				t.Fatalf("Token() error = %v, want ErrTokenUnavailable caused by invoke.ErrEgressDenied", err)
+			if !errors.Is(err, security.ErrTokenUnavailable) || !errors.Is(err, outbound.ErrEgressDenied) {
+				t.Fatalf("Token() error = %v, want ErrTokenUnavailable caused by outbound.ErrEgressDenied", err)
 			}
 			var te *security.TokenError
 			if !errors.As(err, &te) || !te.Permanent {
@@ -91,36 +74,15 @@ func TestTokenRequestsPassTheEgressGuard(t *testing.T) {
 			if got := hits.Load() - before; got != 0 {
 				t.Errorf("token server received %d requests, want 0", got)
 			}
-			stored, err := store.Get(ctx, c.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if stored.Status != connections.StatusError {
-				t.Errorf("status = %s, want ERROR", stored.Status)
+			if got := e.get(c.Name).Status; got != connections.StatusError {
+				t.Errorf("status = %s, want ERROR", got)
 			}
 			// Permanent: the scheduler leaves it alone, Token fails fast.
-			m.RefreshDue(ctx)
-			if _, err := m.Token(ctx, c); !errors.Is(err, security.ErrTokenUnavailable) || hits.Load() != before {
+			refreshDue(e.m)
+			_, err = e.m.Token(ctx, c)
+			if !errors.Is(e.record(err), security.ErrTokenUnavailable) || hits.Load() != before {
 				t.Errorf("Token() again = %v (%d requests), want a fast failure", err, hits.Load()-before)
 			}
 		})
 	}
-}
-
-// newManager starts a Manager with client on a fresh SQLite database.
-func newManager(t *testing.T, client *http.Client) (*security.Manager, *connections.Service, *connections.GormStore) {
-	t.Helper()
-	db := connectionstest.Open(t, connectionstest.SQLite)
-	spec, err := security.GenerateKeySpec("t1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ring, err := security.ParseKeyRing(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := connections.NewGormStore(db.DB, ring)
-	svc := &connections.Service{Store: store}
-	m := security.NewManager(security.ManagerConfig{DB: db.DB, Sealer: ring, Connections: store, Status: svc, Client: client})
-	return m, svc, store
 }

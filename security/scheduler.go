@@ -3,15 +3,18 @@ package security
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/robfig/cron/v3"
 )
 
-// Scheduler runs the manager's RefreshDue on a cron schedule. A run that
-// panics is logged and recovered; a run still going when the next is due
-// makes that one skip.
+// Scheduler runs the manager's RefreshDue on a cron schedule: each run
+// schedules the refreshes that fall before the next run, each at its own
+// time. A run that panics is logged and recovered; a run still going when
+// the next is due makes that one skip.
 type Scheduler struct {
 	c      *cron.Cron
+	m      *Manager
 	cancel context.CancelFunc
 }
 
@@ -21,22 +24,30 @@ func StartScheduler(spec string, m *Manager, log *slog.Logger) (*Scheduler, erro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	sched, err := cron.ParseStandard(spec)
+	if err != nil {
+		return nil, err
+	}
 	l := cronLogger{log}
 	c := cron.New(cron.WithChain(cron.Recover(l), cron.SkipIfStillRunning(l)), cron.WithLogger(l))
 	ctx, cancel := context.WithCancel(context.Background())
-	if _, err := c.AddFunc(spec, func() { m.RefreshDue(ctx) }); err != nil {
-		cancel()
-		return nil, err
-	}
+	c.Schedule(sched, cron.FuncJob(func() {
+		now := time.Now()
+		// A second of slack, so that a refresh due just after the next run
+		// begins is not left to the run after that.
+		m.RefreshDue(ctx, sched.Next(now).Sub(now)+time.Second)
+	}))
 	c.Start()
-	return &Scheduler{c: c, cancel: cancel}, nil
+	return &Scheduler{c: c, m: m, cancel: cancel}, nil
 }
 
-// Stop stops the schedule, cancels a running refresh and waits for it.
+// Stop stops the schedule, cancels the refreshes not begun yet and waits
+// for those under way (each bounded by the request timeout).
 func (s *Scheduler) Stop() {
 	done := s.c.Stop()
 	s.cancel()
 	<-done.Done()
+	s.m.Wait()
 }
 
 // cronLogger adapts slog to cron's logger; cron's chatty info lines go to

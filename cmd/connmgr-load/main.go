@@ -96,7 +96,7 @@ func run(duration time.Duration, concurrency, payload int) error {
 	if status, err := call(client, "GET", target, admin, nil); err != nil || status != 200 {
 		return fmt.Errorf("warm-up invoke: %d %v", status, err)
 	}
-	rss0, gor0 := sample(client, base)
+	rss0, gor0 := sample(client, base, admin)
 
 	var (
 		mu        sync.Mutex
@@ -113,9 +113,9 @@ func run(duration time.Duration, concurrency, payload int) error {
 	go func() {
 		defer close(sampled)
 		time.Sleep(duration / 10)
-		rssWarm, gorWarm = sample(client, base)
+		rssWarm, gorWarm = sample(client, base, admin)
 		time.Sleep(time.Until(deadline) - 500*time.Millisecond)
-		rssEnd, gorEnd = sample(client, base)
+		rssEnd, gorEnd = sample(client, base, admin)
 	}()
 	for range concurrency {
 		wg.Add(1)
@@ -199,13 +199,21 @@ func call(client *http.Client, method, url, key string, body any) (int, error) {
 }
 
 // sample reads process_resident_memory_bytes and go_goroutines from
-// /metrics.
-func sample(client *http.Client, base string) (rss, goroutines float64) {
-	res, err := client.Get(base + "/metrics")
+// /metrics, which needs a viewer or admin key.
+func sample(client *http.Client, base, key string) (rss, goroutines float64) {
+	req, err := http.NewRequest("GET", base+"/metrics", nil)
+	if err != nil {
+		return 0, 0
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := client.Do(req)
 	if err != nil {
 		return 0, 0
 	}
 	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return 0, 0
+	}
 	sc := bufio.NewScanner(res.Body)
 	for sc.Scan() {
 		line := sc.Text()

@@ -2,17 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
-	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/cmd/connmgr/wire"
 	"github.com/connmgr/connmgr/migrations"
-	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/security/keyring"
+	"github.com/connmgr/connmgr/store"
 )
 
 // app holds what every subcommand opens: configuration, logger, database
@@ -20,22 +23,17 @@ import (
 type app struct {
 	cfg    *config
 	log    *slog.Logger
-	db     *connections.DB
+	db     *store.DB
 	schema migrations.Result // what opening the database migrated
-	ring   *security.KeyRing
+	ring   *keyring.KeyRing
 }
 
-func openApp(ctx context.Context, name string, args []string, getenv func(string) string, stderr *os.File) (*app, error) {
-	cfg, err := parseConfig(name, args, getenv, stderr)
-	if err != nil {
-		return nil, err
-	}
+// openApp opens what cfg configures. keys says whether the command needs
+// the key ring (migrate does not, and so never creates a key file).
+func openApp(ctx context.Context, cfg *config, keys bool, stderr *os.File) (*app, error) {
 	log := newLogger(stderr, isTerminal(stderr), cfg.LogLevel)
-	ring, err := loadKeyRing(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	db, err := connections.OpenDB(ctx, cfg.DatabaseURL, cfg.DataDir)
+	warnUnknown(log, os.Environ())
+	db, err := store.OpenDB(ctx, cfg.DatabaseURL, cfg.DataDir)
 	if err != nil {
 		// Driver errors span lines (one per address tried); the start
 		// fails with one line that names the variable to check.
@@ -53,21 +51,39 @@ func openApp(ctx context.Context, name string, args []string, getenv func(string
 	if len(res.Applied) > 0 {
 		log.Info("database migrated", "engine", string(db.Dialect), "applied", res.Applied, "version", res.Current)
 	}
-	return &app{cfg: cfg, log: log, db: db, schema: res, ring: ring}, nil
+	a := &app{cfg: cfg, log: log, db: db, schema: res}
+	if keys {
+		if a.ring, err = loadKeyRing(ctx, cfg, db, log); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	return a, nil
 }
 
-func loadKeyRing(cfg *config, log *slog.Logger) (*security.KeyRing, error) {
-	if cfg.EncryptionKeys != "" {
-		ring, err := security.ParseKeyRing(cfg.EncryptionKeys)
-		if err != nil {
-			return nil, &configError{"CONNMGR_ENCRYPTION_KEYS", err.Error()}
-		}
-		return ring, nil
+// loadKeyRing reads CONNMGR_ENCRYPTION_KEYS or, without it, the key file in
+// the data directory. A key file is generated only for a database that
+// holds no secrets yet: on a database whose secrets some other key sealed
+// (a second replica started without the keys), a fresh key would make
+// every call fail, so the start fails instead.
+func loadKeyRing(ctx context.Context, cfg *config, db *store.DB, log *slog.Logger) (*keyring.KeyRing, error) {
+	if cfg.ring != nil {
+		return cfg.ring, nil
 	}
 	path := filepath.Join(cfg.DataDir, "master.key")
-	ring, created, err := security.LoadOrCreateKeyFile(path)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		held, err := store.HasSecrets(ctx, db)
+		if err != nil {
+			return nil, err
+		}
+		if held {
+			return nil, &configError{"CONNMGR_ENCRYPTION_KEYS", "the database holds secrets sealed with keys this process does not have (" +
+				path + " does not exist); set CONNMGR_ENCRYPTION_KEYS to the keys the other replicas use"}
+		}
+	}
+	ring, created, err := keyring.LoadOrCreateKeyFile(path)
 	if err != nil {
-		return nil, &configError{"CONNMGR_DATA_DIR", fmt.Sprintf("cannot use the generated encryption key file (or set CONNMGR_ENCRYPTION_KEYS): %v", err)}
+		return nil, &configError{"CONNMGR_ENCRYPTION_KEYS", fmt.Sprintf("unset, and the generated key file cannot be used: %v", err)}
 	}
 	msg := "using the generated encryption key file; set CONNMGR_ENCRYPTION_KEYS in production and keep the key out of the data directory"
 	if created {
@@ -77,8 +93,22 @@ func loadKeyRing(cfg *config, log *slog.Logger) (*security.KeyRing, error) {
 	return ring, nil
 }
 
+// build makes the object graph for a command; a key ring that does not fit
+// the database is a configuration error naming CONNMGR_ENCRYPTION_KEYS.
+func (a *app) build(ctx context.Context, o wire.Options) (*wire.Graph, error) {
+	g, err := wire.Build(ctx, a.db, a.ring, o)
+	if wire.IsKeyError(err) {
+		return nil, &configError{"CONNMGR_ENCRYPTION_KEYS", err.Error()}
+	}
+	return g, err
+}
+
 func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, stderr *os.File) error {
-	a, err := openApp(ctx, "migrate", args, getenv, stderr)
+	cfg, err := parseConfig("migrate", args, getenv, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	a, err := openApp(ctx, cfg, false, stderr)
 	if err != nil {
 		return err
 	}
@@ -88,45 +118,55 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 }
 
 func rotateKeys(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, stderr *os.File) error {
-	a, err := openApp(ctx, "keys rotate", args, getenv, stderr)
+	cfg, err := parseConfig("keys rotate", args, getenv, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	a, err := openApp(ctx, cfg, true, stderr)
 	if err != nil {
 		return err
 	}
 	defer a.db.Close()
+	// Building the graph checks the keys first and records the new one.
+	if _, err := a.build(ctx, wire.Options{Logger: a.log}); err != nil {
+		return err
+	}
+	counts, err := store.Reseal(ctx, a.db, a.ring)
 	total := 0
-	for _, r := range resealers(a) {
-		n, err := r.reseal(ctx, a.ring.Stale)
-		total += n
-		if err != nil {
-			return fmt.Errorf("rotate %s: %w (%d re-encrypted so far; safe to run again)", r.what, err, total)
-		}
-		fmt.Fprintf(stdout, "%s: %d re-encrypted\n", r.what, n)
+	for _, c := range counts {
+		total += c.N
+		fmt.Fprintf(stdout, "%s: %d re-encrypted\n", c.What, c.N)
+	}
+	if err != nil {
+		return fmt.Errorf("rotate: %w (%d re-encrypted so far; safe to run again)", err, total)
 	}
 	fmt.Fprintf(stdout, "all secrets are encrypted under key %q (%d re-encrypted)\n", a.ring.Primary(), total)
 	return nil
 }
 
-type resealer struct {
-	what   string
-	reseal func(ctx context.Context, stale func([]byte) bool) (int, error)
-}
-
-// resealers lists every store of sealed secrets that keys rotate goes through.
-func resealers(a *app) []resealer {
-	conns := connections.NewGormStore(a.db.DB, a.ring)
-	tokens := security.NewManager(security.ManagerConfig{DB: a.db.DB, Sealer: a.ring, Connections: conns})
-	consent := security.NewConsent(a.db.DB, a.ring, tokens, "")
-	return []resealer{{"connection secrets", conns.Reseal}, {"tokens", tokens.Reseal}, {"pending consents", consent.Reseal}}
-}
-
 func generateKey(args []string, stdout io.Writer, stderr io.Writer) error {
 	fs := flag.NewFlagSet("keys generate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	help := slices.ContainsFunc(args, func(a string) bool { return slices.Contains(helpFlags, a) })
+	if help {
+		fs.SetOutput(stdout)
+	}
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: connmgr keys generate [--id ID]\n\nprint a new key id:base64key for CONNMGR_ENCRYPTION_KEYS.\n\nflags:\n")
+		fs.PrintDefaults()
+		fmt.Fprintln(fs.Output(), "\n\"connmgr --help\" lists the commands.")
+	}
 	id := fs.String("id", "k2", "key id")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) && help {
+			return errHelpShown
+		}
 		return err
 	}
-	spec, err := security.GenerateKeySpec(*id)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (connmgr keys generate --help lists the flags)", fs.Arg(0))
+	}
+	spec, err := keyring.GenerateKeySpec(*id)
 	if err != nil {
 		return err
 	}

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/connmgr/connmgr/connections/connectionstest"
 )
 
 // TestKillMidBurst kills connmgr with SIGKILL while it replaces and creates
@@ -21,16 +19,7 @@ import (
 // half done.
 func TestKillMidBurst(t *testing.T) {
 	t.Parallel()
-	for _, engine := range connectionstest.Engines(t) {
-		t.Run(string(engine), func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t)
-			if engine == connectionstest.Postgres {
-				e = e.with("CONNMGR_DATABASE_URL", connectionstest.CreatePostgres(t))
-			}
-			killMidBurst(t, e)
-		})
-	}
+	forEachEngine(t, killMidBurst)
 }
 
 func killMidBurst(t *testing.T, e env) {

@@ -5,10 +5,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/access"
 )
 
 // TestDefaultStart starts connmgr as a stranger would, with nothing
@@ -43,8 +43,8 @@ func TestDefaultStart(t *testing.T) {
 		files[path], _ = os.ReadFile(path)
 	}
 	adminKey := strings.TrimSpace(string(files[tokenPath]))
-	if !strings.HasPrefix(adminKey, security.KeyPrefix) || len(adminKey) < 40 {
-		t.Fatalf("admin.token holds %d characters starting %.4q, want an API key starting %q", len(adminKey), adminKey, security.KeyPrefix)
+	if !strings.HasPrefix(adminKey, access.KeyPrefix) || len(adminKey) < 40 {
+		t.Fatalf("admin.token holds %d characters starting %.4q, want an API key starting %q", len(adminKey), adminKey, access.KeyPrefix)
 	}
 	masterKey := strings.TrimSpace(string(files[keyPath]))
 	first.mustNotLog(adminKey, masterKey)
@@ -122,7 +122,8 @@ func checkDocsURL(t *testing.T, p *proc) {
 }
 
 // TestBadConfiguration: a bad setting stops the start with one line on
-// stderr that names the variable.
+// stderr that names the variable (with a hint where one helps), before
+// anything is written to the data directory (#9 item 16).
 func TestBadConfiguration(t *testing.T) {
 	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -139,60 +140,64 @@ func TestBadConfiguration(t *testing.T) {
 		name, variable, value string
 		// named is the variable the line must name, if not variable.
 		named string
+		// hint is more the line must say.
+		hint string
 	}{
-		{"body size not a size", "CONNMGR_MAX_BODY", "lots", ""},
-		{"body size too small", "CONNMGR_MAX_BODY", "10", ""},
-		{"egress not a CIDR", "CONNMGR_EGRESS_ALLOW", "not-a-cidr", ""},
-		{"database not postgres", "CONNMGR_DATABASE_URL", "mysql://x", ""},
-		{"database unreachable", "CONNMGR_DATABASE_URL", "postgres://u:" + dbPassword + "@127.0.0.1:1/x?connect_timeout=5", ""},
-		{"log level", "CONNMGR_LOG_LEVEL", "loud", ""},
-		{"schedule", "CONNMGR_REFRESH_SCHEDULE", "every now and then", ""},
-		{"admin token short", "CONNMGR_ADMIN_TOKEN", "short", ""},
-		{"encryption keys", "CONNMGR_ENCRYPTION_KEYS", "k1:not-base64", ""},
-		{"token TTL", "CONNMGR_DEFAULT_TOKEN_TTL", "forever", ""},
-		{"address not host:port", "CONNMGR_ADDR", "nowhere", ""},
-		{"address in use", "CONNMGR_ADDR", busy.Addr().String(), ""},
-		{"public URL", "CONNMGR_PUBLIC_URL", "ftp://x", ""},
-		{"data dir is a file", "CONNMGR_DATA_DIR", aFile, ""},
-		{"webhook without secret", "CONNMGR_WEBHOOK_URL", "https://alerts.example.com/hook", "CONNMGR_WEBHOOK_SECRET"},
+		{name: "body size not a size", variable: "CONNMGR_MAX_BODY", value: "lots"},
+		{name: "body size too small", variable: "CONNMGR_MAX_BODY", value: "10"},
+		{name: "egress not a CIDR", variable: "CONNMGR_EGRESS_ALLOW", value: "not-a-cidr"},
+		{name: "database not postgres", variable: "CONNMGR_DATABASE_URL", value: "mysql://x"},
+		{name: "database unreachable", variable: "CONNMGR_DATABASE_URL", value: "postgres://u:" + dbPassword + "@127.0.0.1:1/x?connect_timeout=5"},
+		{name: "log level", variable: "CONNMGR_LOG_LEVEL", value: "loud"},
+		{name: "schedule", variable: "CONNMGR_REFRESH_SCHEDULE", value: "every now and then"},
+		{name: "schedule as a duration", variable: "CONNMGR_REFRESH_SCHEDULE", value: "15s", hint: `"@every 15s"`},
+		{name: "admin token short", variable: "CONNMGR_ADMIN_TOKEN", value: "short"},
+		{name: "encryption keys", variable: "CONNMGR_ENCRYPTION_KEYS", value: "k1:not-base64"},
+		{name: "token TTL", variable: "CONNMGR_DEFAULT_TOKEN_TTL", value: "forever"},
+		{name: "token timeout", variable: "CONNMGR_TOKEN_TIMEOUT", value: "forever"},
+		{name: "token timeout without unit", variable: "CONNMGR_TOKEN_TIMEOUT", value: "30"},
+		{name: "read timeout too short", variable: "CONNMGR_READ_TIMEOUT", value: "1ms"},
+		{name: "write timeout", variable: "CONNMGR_WRITE_TIMEOUT", value: "-1s"},
+		{name: "max connections", variable: "CONNMGR_MAX_CONNECTIONS", value: "lots"},
+		{name: "max connections too few", variable: "CONNMGR_MAX_CONNECTIONS", value: "1"},
+		{name: "address not host:port", variable: "CONNMGR_ADDR", value: "nowhere"},
+		{name: "address port out of range", variable: "CONNMGR_ADDR", value: "127.0.0.1:99999"},
+		{name: "address not an address", variable: "CONNMGR_ADDR", value: "256.0.0.1:8080"},
+		{name: "address in use", variable: "CONNMGR_ADDR", value: busy.Addr().String()},
+		{name: "metrics address not host:port", variable: "CONNMGR_METRICS_ADDR", value: "nowhere"},
+		{name: "metrics address in use", variable: "CONNMGR_METRICS_ADDR", value: busy.Addr().String()},
+		{name: "public URL", variable: "CONNMGR_PUBLIC_URL", value: "ftp://x"},
+		{name: "data dir is a file", variable: "CONNMGR_DATA_DIR", value: aFile},
+		{name: "webhook without secret", variable: "CONNMGR_WEBHOOK_URL", value: "https://alerts.example.com/hook", named: "CONNMGR_WEBHOOK_SECRET"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			e := env{"CONNMGR_ADDR": "127.0.0.1:0", "CONNMGR_DATA_DIR": t.TempDir()}.with(tt.variable, tt.value)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, connmgrBin)
-			cmd.Env, cmd.Dir = e.list(), t.TempDir()
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			if ctx.Err() != nil {
-				t.Fatalf("%s=%q: connmgr still ran after 30s; stderr:\n%s", tt.variable, tt.value, &stderr)
-			}
-			if err == nil || cmd.ProcessState.ExitCode() <= 0 {
-				t.Fatalf("%s=%q: exit %v, want a non-zero exit code; stderr:\n%s", tt.variable, tt.value, err, &stderr)
-			}
-			// Log lines (JSON) may come first, when the problem shows only
-			// once the database is open; the error itself is one line.
-			var plain []string
-			for _, line := range strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n") {
-				if !json.Valid([]byte(line)) {
-					plain = append(plain, line)
-				}
-			}
+			dataDir := filepath.Join(t.TempDir(), "data") // must stay absent
+			e := env{"CONNMGR_ADDR": "127.0.0.1:0", "CONNMGR_DATA_DIR": dataDir}.with(tt.variable, tt.value)
+			f := startFails(t, e)
 			named := tt.variable
 			if tt.named != "" {
 				named = tt.named
 			}
-			if len(plain) != 1 || strings.Count(plain[0], named) != 1 {
-				t.Fatalf("%s=%q: stderr has %d plain lines, want one that names %s once:\n%s", tt.variable, tt.value, len(plain), named, &stderr)
+			// Log lines (JSON) may come first, when the problem shows only
+			// once the database is open; the error itself is one line.
+			if len(f.plain) != 1 || strings.Count(f.plain[0], named) != 1 || !strings.Contains(f.plain[0], tt.hint) {
+				t.Fatalf("%s=%q: stderr has %d plain lines, want one that names %s once (and says %s):\n%s",
+					tt.variable, tt.value, len(f.plain), named, cmpOr(tt.hint, "nothing more"), f.stderr)
 			}
-			if strings.Contains(stderr.String(), dbPassword) {
-				t.Errorf("stderr shows the database password:\n%s", &stderr)
+			if strings.Contains(f.stderr, dbPassword) {
+				t.Errorf("stderr shows the database password:\n%s", f.stderr)
 			}
-			if stdout.Len() > 0 {
-				t.Errorf("stdout is not empty: %s", &stdout)
+			if f.stdout != "" {
+				t.Errorf("stdout is not empty: %s", f.stdout)
+			}
+			if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+				entries, _ := os.ReadDir(dataDir)
+				t.Errorf("%s=%q: the refused start created the data directory (%v), holding %v", tt.variable, tt.value, err, entries)
+			}
+			if fi, err := os.Stat(aFile); err != nil || fi.Size() != 0 {
+				t.Errorf("the refused start changed %s", aFile)
 			}
 		})
 	}
@@ -203,7 +208,7 @@ func TestBadConfiguration(t *testing.T) {
 func TestSIGTERMFinishesInFlightInvokes(t *testing.T) {
 	t.Parallel()
 	var slow, late atomic.Int32
-	target := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+	target := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/slow":
 			slow.Add(1)

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/connmgr/connmgr/connections/connectionstest"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 // forwarder is a TCP proxy in front of the database that the test can
@@ -162,10 +161,10 @@ func (f *forwarder) start(forward bool) {
 // a restart, with nothing acknowledged lost.
 func TestDatabaseOutage(t *testing.T) {
 	t.Parallel()
-	realURL := connectionstest.CreatePostgres(t)
+	realURL := storetest.CreatePostgres(t)
 	u, err := url.Parse(realURL)
 	if err != nil || u.Hostname() == "" {
-		t.Skipf("%s must name a TCP host to put a forwarder in front of it", connectionstest.EnvURL)
+		t.Skipf("%s must name a TCP host to put a forwarder in front of it", storetest.EnvURL)
 	}
 	dbAddr := u.Host
 	if u.Port() == "" {
@@ -356,14 +355,7 @@ func TestDatabaseOutage(t *testing.T) {
 		}
 		return ""
 	})
-	requests, tokens, misuse := te.log()
-	p.mustNotLog(tokens...)
-	if n := len(requests["client-1"]); n != 1 {
-		t.Errorf("%d token requests for Conn_OAuth, want 1 (the cached token serves through the outage)", n)
-	}
-	if len(misuse) > 0 {
-		t.Errorf("the target saw bad tokens: %s", strings.Join(misuse, "; "))
-	}
+	te.checkOneToken(t, "client-1", "the cached token of Conn_OAuth serves through the outage", p)
 }
 
 // listeners counts the sessions on the database of dbURL that run LISTEN
@@ -406,10 +398,10 @@ func countSessions(t testing.TB, dbURL, cond string, args ...any) int {
 // 503 within seconds, and warm invokes go on.
 func TestDatabaseHangs(t *testing.T) {
 	t.Parallel()
-	realURL := connectionstest.CreatePostgres(t)
+	realURL := storetest.CreatePostgres(t)
 	u, err := url.Parse(realURL)
 	if err != nil || u.Hostname() == "" {
-		t.Skipf("%s must name a TCP host to put a forwarder in front of it", connectionstest.EnvURL)
+		t.Skipf("%s must name a TCP host to put a forwarder in front of it", storetest.EnvURL)
 	}
 	fwd := newForwarder(t, u.Host)
 	u.Host = fwd.addr

@@ -18,13 +18,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/connmgr/connmgr"
-	"github.com/connmgr/connmgr/api"
-	"github.com/connmgr/connmgr/audit"
-	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/connections/connectionstest"
-	"github.com/connmgr/connmgr/invoke"
-	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/access"
+	"github.com/connmgr/connmgr/cmd/connmgr/wire"
+	"github.com/connmgr/connmgr/outbound"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 // TestSlowAndHangingPeers runs connmgr's invoke path in this process, wired
@@ -44,20 +41,20 @@ func TestSlowAndHangingPeers(t *testing.T) {
 
 	release := make(chan struct{}) // ends every hanging handler
 	var tokenRequests atomic.Int32
-	slow := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+	slow := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-time.After(200 * time.Millisecond):
 			_, _ = w.Write([]byte("slow but in time"))
 		case <-r.Context().Done():
 		}
 	})
-	hang := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+	hang := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 		case <-release:
 		}
 	})
-	trickle := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+	trickle := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		chunk := bytes.Repeat([]byte("x"), 1024)
 		for {
@@ -74,7 +71,7 @@ func TestSlowAndHangingPeers(t *testing.T) {
 			}
 		}
 	})
-	tokenHang := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+	tokenHang := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		tokenRequests.Add(1)
 		select {
 		case <-r.Context().Done():
@@ -268,49 +265,28 @@ func TestSlowAndHangingPeers(t *testing.T) {
 }
 
 // inProcessConnmgr serves connmgr's API on SQLite from this process, wired
-// as serve wires it (no scheduler), and returns its URL, an admin key, its
-// log and a function that closes its idle outbound connections.
+// by wire.Build as serve wires it (no scheduler), and returns its URL, an
+// admin key, its log and a function that closes its idle outbound
+// connections.
 func inProcessConnmgr(t *testing.T) (url, admin string, logs *logLines, closeIdle func()) {
 	t.Helper()
-	db := connectionstest.Open(t, connectionstest.SQLite)
-	spec, err := security.GenerateKeySpec("t1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ring, err := security.ParseKeyRing(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, storetest.SQLite)
 	logs = &logLines{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-
-	store := connections.NewGormStore(db.DB, ring)
-	keys := security.NewKeyStore(db.DB)
-	cache := connections.NewCache(store)
-	auditLog := audit.NewStore(db.DB, ring.Derive("audit"))
-	svc := &connections.Service{Store: store}
-	svc.Observers = append(svc.Observers, cache.Observe, auditLog.ConnectionChanged)
-	svc.StatusObservers = append(svc.StatusObservers, auditLog.StatusChanged)
-	allow, _ := invoke.ParseAllow("127.0.0.0/8")
-	guard := &invoke.Guard{Allow: allow}
-	tokenClient := guard.Client(tokenRequestTimeout)
-	tokens := security.NewManager(security.ManagerConfig{DB: db.DB, Sealer: ring, Connections: store, Status: svc,
-		Client: tokenClient, Logger: log})
-	svc.Observers = append(svc.Observers, tokens.Observe)
-	transport := guard.Transport(0)
-	proxy := invoke.NewProxy(tokens, transport, nil)
-	proxy.Logger = log
-	srv := api.New(api.Config{Connections: svc, Keys: keys, Tokens: tokens, Tester: proxy.Test, Cache: cache,
-		Proxy: proxy, Audit: auditLog, OpenAPI: connmgr.OpenAPI, CursorKey: ring.Derive("cursor"),
-		Ready: db.Ping, Logger: log})
-	_, admin, err = keys.Create(context.Background(), security.NewKey{Name: "admin", Role: security.RoleAdmin})
+	allow, err := outbound.ParseAllow("127.0.0.0/8")
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := httptest.NewServer(srv)
-	t.Cleanup(front.Close)
-	return front.URL, admin, logs, func() {
-		transport.CloseIdleConnections()
-		tokenClient.CloseIdleConnections()
+	g, err := wire.Build(context.Background(), db, storetest.KeyRing(t), wire.Options{PublicURL: "http://connmgr.test",
+		EgressAllow: allow, Logger: log})
+	if err != nil {
+		t.Fatalf("wire.Build: %v", err)
 	}
+	_, admin, err = g.Keys.Create(context.Background(), access.NewKey{Name: "admin", Role: access.RoleAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(g.API)
+	t.Cleanup(front.Close)
+	return front.URL, admin, logs, g.CloseIdleConnections
 }

@@ -20,14 +20,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
 
-	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/security/keyring"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 // connmgrBin is the binary under test, built by TestMain.
@@ -104,7 +108,7 @@ func randHex(n int) string {
 // it with with() to share the key and token between replicas.
 func newEnv(t testing.TB) env {
 	t.Helper()
-	spec, err := security.GenerateKeySpec("t1")
+	spec, err := keyring.GenerateKeySpec("t1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +215,7 @@ func startProc(t testing.TB, name string, e env, canaries ...string) *proc {
 	t.Cleanup(func() {
 		p.kill()
 		p.checkCanaries()
+		p.checkDurations()
 	})
 	listening := make(chan string, 1)
 	go func() {
@@ -269,6 +274,142 @@ func (p *proc) checkCanaries() {
 			}
 		}
 	}
+}
+
+// durationKey matches the log attributes that hold a duration.
+var durationKey = regexp.MustCompile(`(?i)(^|_)(duration|latency|took|elapsed|grace|timeout|ttl|backoff|wait|delay|interval|lifetime)$`)
+
+// checkDurations fails the test for every JSON output line with a
+// duration that does not carry its unit ("1.5s", not 1500000000).
+func (p *proc) checkDurations() {
+	for _, line := range p.logs.all() {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		if bad := unitless(rec, ""); len(bad) > 0 {
+			p.t.Errorf("%s logged durations without units (%s): %s", p.name, strings.Join(bad, ", "), line)
+		}
+	}
+}
+
+// unitless returns the keys of rec (and of the groups in it) that name a
+// duration whose value is not a duration with a unit.
+func unitless(rec map[string]any, prefix string) []string {
+	var bad []string
+	for k, v := range rec {
+		if group, ok := v.(map[string]any); ok {
+			bad = append(bad, unitless(group, prefix+k+".")...)
+			continue
+		}
+		if !durationKey.MatchString(k) {
+			continue
+		}
+		if s, ok := v.(string); !ok || !hasUnit(s) {
+			bad = append(bad, fmt.Sprintf("%s%s=%v", prefix, k, v))
+		}
+	}
+	return bad
+}
+
+// hasUnit reports whether s is a Go duration with a unit, such as "1.5s".
+func hasUnit(s string) bool {
+	_, err := time.ParseDuration(s)
+	return err == nil && strings.IndexFunc(s, unicode.IsLetter) >= 0
+}
+
+// logged returns the value of key of the first JSON line whose msg is msg,
+// or "" if there is none.
+func (p *proc) logged(msg, key string) string {
+	for _, line := range p.logs.all() {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
+			v, _ := rec[key].(string)
+			return v
+		}
+	}
+	return ""
+}
+
+// pid is the process id.
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// footprint is what a process holds: file descriptors and resident set
+// size as the kernel says, goroutines (when known, else 0) as the process
+// says in its metrics.
+type footprint struct {
+	fds, rssKB, goroutines int
+}
+
+func (u footprint) String() string {
+	s := fmt.Sprintf("%d fds, RSS %.1f MiB", u.fds, float64(u.rssKB)/1024)
+	if u.goroutines > 0 {
+		s += fmt.Sprintf(", %d goroutines", u.goroutines)
+	}
+	return s
+}
+
+// footprint reads the open file descriptors (/proc/PID/fd) and the
+// resident set size (VmRSS of /proc/PID/status) of the process.
+func (p *proc) footprint(t testing.TB) footprint {
+	t.Helper()
+	u, err := procFootprint(p.pid())
+	if err != nil {
+		t.Fatalf("%s: %v", p.name, err)
+	}
+	return u
+}
+
+func procFootprint(pid int) (footprint, error) {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return footprint{}, err
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return footprint{}, err
+	}
+	u := footprint{fds: len(fds)}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			u.rssKB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	if u.rssKB == 0 {
+		return footprint{}, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	}
+	return u, nil
+}
+
+// metric sums the samples of the Prometheus text exposition body named
+// name whose labels contain every one of labels (`route="/healthz"`).
+func metric(body []byte, name string, labels ...string) (float64, bool) {
+	sum, found := 0.0, false
+	for line := range strings.SplitSeq(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		i := strings.LastIndexByte(rest, ' ')
+		set := rest[:i]
+		if !all(labels, func(l string) bool { return strings.Contains(set, l) }) {
+			continue
+		}
+		v, err := strconv.ParseFloat(rest[i+1:], 64)
+		if err == nil {
+			sum, found = sum+v, true
+		}
+	}
+	return sum, found
+}
+
+func all[T any](s []T, f func(T) bool) bool {
+	for _, v := range s {
+		if !f(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // signal sends sig to the process.
@@ -416,8 +557,8 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() string) 
 	}
 }
 
-// newServer starts an httptest server that is closed when the test ends.
-func newServer(t testing.TB, h http.HandlerFunc) *httptest.Server {
+// startServer starts an httptest server that is closed when the test ends.
+func startServer(t testing.TB, h http.HandlerFunc) *httptest.Server {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv
@@ -425,7 +566,7 @@ func newServer(t testing.TB, h http.HandlerFunc) *httptest.Server {
 
 // echoTarget is an upstream that answers {"target": name, "path": ...,
 // "authorization": ..., "headers": {...}} for every call.
-func echoTarget(t testing.TB, name string) *httptest.Server { return newServer(t, echo(name)) }
+func echoTarget(t testing.TB, name string) *httptest.Server { return startServer(t, echo(name)) }
 
 // echo is echoTarget's handler.
 func echo(name string) http.HandlerFunc {
@@ -482,7 +623,7 @@ type issuedToken struct {
 func newTokenEndpoint(t testing.TB, ttl time.Duration) *tokenEndpoint {
 	te := &tokenEndpoint{ttl: ttl, secretPrefix: "cs-" + randHex(10) + "-",
 		requests: map[string][]time.Time{}, issued: map[string]issuedToken{}}
-	te.Server = newServer(t, te.serve)
+	te.Server = startServer(t, te.serve)
 	return te
 }
 
@@ -542,11 +683,44 @@ func (te *tokenEndpoint) log() (requests map[string][]time.Time, tokens, misuse 
 	return requests, tokens, slices.Clone(te.misuse)
 }
 
+// checkOneToken fails t unless te issued exactly one token to client
+// (why says why one is enough) and its targets saw no bad token. The
+// tokens issued become canaries of every process in ps.
+func (te *tokenEndpoint) checkOneToken(t testing.TB, client, why string, ps ...*proc) {
+	t.Helper()
+	requests, tokens, misuse := te.log()
+	for _, p := range ps {
+		p.mustNotLog(tokens...)
+	}
+	if n := len(requests[client]); n != 1 {
+		t.Errorf("%d token requests of %s, want 1 (%s)", n, client, why)
+	}
+	if len(misuse) > 0 {
+		t.Errorf("the target saw bad tokens: %s", strings.Join(misuse, "; "))
+	}
+}
+
+// forEachEngine runs f in parallel subtests on SQLite and, when the
+// tests have PostgreSQL, on a fresh PostgreSQL database, with a newEnv
+// configured for it.
+func forEachEngine(t *testing.T, f func(t *testing.T, e env)) {
+	for _, engine := range storetest.Engines(t) {
+		t.Run(string(engine), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			if engine == storetest.Postgres {
+				e = e.with("CONNMGR_DATABASE_URL", storetest.CreatePostgres(t))
+			}
+			f(t, e)
+		})
+	}
+}
+
 // bearerTarget is an upstream that checks every bearer token with te and
 // answers like echoTarget.
 func bearerTarget(t testing.TB, name string, te *tokenEndpoint) *httptest.Server {
 	answer := echo(name)
-	return newServer(t, func(w http.ResponseWriter, r *http.Request) {
+	return startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		te.check(r.Header.Get("Authorization"))
 		answer(w, r)
 	})

@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/connmgr/connmgr/connections/connectionstest"
+	"github.com/connmgr/connmgr/store/storetest"
 )
 
 // execSQL runs one statement on the PostgreSQL database at dbURL, behind
@@ -86,7 +86,7 @@ func invokeEcho(p *proc, name, key string) (*echoed, string) {
 // seconds, and each token is refreshed by one of them at a time.
 func TestReplicas(t *testing.T) {
 	t.Parallel()
-	dbURL := connectionstest.CreatePostgres(t) // skips without PostgreSQL
+	dbURL := storetest.CreatePostgres(t) // skips without PostgreSQL
 	shared := newEnv(t).with("CONNMGR_DATABASE_URL", dbURL, "CONNMGR_REFRESH_SCHEDULE", "@every 1s")
 	var procs []*proc
 	for _, name := range []string{"A", "B", "C"} {

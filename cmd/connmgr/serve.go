@@ -3,47 +3,56 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/netutil"
 
-	"github.com/connmgr/connmgr"
-	"github.com/connmgr/connmgr/alerts"
-	"github.com/connmgr/connmgr/api"
-	"github.com/connmgr/connmgr/audit"
+	"github.com/connmgr/connmgr/cmd/connmgr/wire"
 	"github.com/connmgr/connmgr/connections"
-	"github.com/connmgr/connmgr/invoke"
 	"github.com/connmgr/connmgr/migrations"
 	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/store"
 )
-
-// tokenRequestTimeout bounds one request to a token endpoint.
-const tokenRequestTimeout = 15 * time.Second
 
 // shutdownGrace bounds how long in-flight calls may take after SIGTERM.
 const shutdownGrace = 30 * time.Second
 
-// readyTimeout bounds the database ping of /readyz.
-const readyTimeout = 3 * time.Second
-
-// readiness pings db within readyTimeout: a database that hangs, rather
-// than refuses, must make /readyz answer 503, not hang with it.
-func readiness(db *connections.DB) func(context.Context) error {
-	return func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-		defer cancel()
-		return db.Ping(ctx)
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, stderr *os.File) error {
+	cfg, err := parseConfig("serve", args, getenv, stdout, stderr)
+	if err != nil {
+		return err
 	}
-}
-
-func serve(ctx context.Context, args []string, getenv func(string) string, stderr *os.File) error {
-	a, err := openApp(ctx, "serve", args, getenv, stderr)
+	// Bind before anything is written: a bad or busy CONNMGR_ADDR (or
+	// CONNMGR_METRICS_ADDR) fails the start with the data directory
+	// untouched. With port 0, the default public URL needs the port
+	// actually bound.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return &configError{"CONNMGR_ADDR", err.Error()}
+	}
+	defer ln.Close()
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return &configError{"CONNMGR_METRICS_ADDR", err.Error()}
+		}
+		defer metricsLn.Close()
+	}
+	if cfg.DatabaseURL == "" {
+		unlock, err := store.LockDataDir(cfg.DataDir)
+		if err != nil {
+			return &configError{"CONNMGR_DATA_DIR", err.Error()}
+		}
+		defer unlock()
+	}
+	a, err := openApp(ctx, cfg, true, stderr)
 	if err != nil {
 		return err
 	}
@@ -54,117 +63,115 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	defer logOut.Close()
 	log := newLogger(logOut, isTerminal(stderr), a.cfg.LogLevel)
 
-	// Listen before wiring: with port 0 in CONNMGR_ADDR, the default public
-	// URL (OAuth callback, docs) needs the port actually bound.
-	ln, err := net.Listen("tcp", a.cfg.Addr)
-	if err != nil {
-		return &configError{"CONNMGR_ADDR", err.Error()}
-	}
-	defer ln.Close()
+	bound := "http://" + ln.Addr().String()
 	if a.cfg.PublicURL == "http://"+a.cfg.Addr {
-		a.cfg.PublicURL = "http://" + ln.Addr().String()
+		a.cfg.PublicURL = bound
 	}
-
-	keys := security.NewKeyStore(a.db.DB)
-	if a.cfg.AdminToken != "" {
-		if err := keys.SetAdminToken(a.cfg.AdminToken); err != nil {
-			return &configError{"CONNMGR_ADMIN_TOKEN", err.Error()}
-		}
+	g, err := a.build(ctx, wire.Options{PublicURL: a.cfg.PublicURL, OwnOrigins: ownOrigins(ln.Addr()),
+		EgressAllow: a.cfg.EgressAllow, DefaultTokenTTL: a.cfg.DefaultTokenTTL, TokenTimeout: a.cfg.TokenTimeout,
+		MaxBody: a.cfg.MaxBody, AdminToken: a.cfg.AdminToken, WebhookURL: a.cfg.WebhookURL,
+		WebhookSecret: a.cfg.WebhookSecret, MetricsElsewhere: metricsLn != nil, Logger: log,
+		Console: &wire.ConsoleOptions{}, ImportIdentity: a.cfg.importIdentity})
+	if err != nil {
+		return err
 	}
 	tokenPath := filepath.Join(a.cfg.DataDir, "admin.token")
-	if created, err := keys.Bootstrap(ctx, tokenPath); err != nil {
+	if created, err := g.Keys.Bootstrap(ctx, tokenPath); err != nil {
 		return err
 	} else if created {
 		log.Warn("generated an admin API key; read it from the file and keep it safe", "path", tokenPath)
 	}
-
-	store := connections.NewGormStore(a.db.DB, a.ring)
-	cache := connections.NewCache(store)
-	auditLog := audit.NewStore(a.db.DB, a.ring.Derive("audit"))
-	auditLog.Logger = log
-	svc := &connections.Service{Store: store}
-	svc.Observers = append(svc.Observers, cache.Observe, auditLog.ConnectionChanged)
-	svc.StatusObservers = append(svc.StatusObservers, auditLog.StatusChanged)
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	guard := &invoke.Guard{Allow: a.cfg.EgressAllow}
-	if a.cfg.WebhookURL != "" {
-		alerter, err := alerts.New(alerts.Config{URL: a.cfg.WebhookURL, Secret: []byte(a.cfg.WebhookSecret),
-			Client: guard.Client(10 * time.Second), Logger: log, Registerer: reg})
-		if err != nil {
-			return err
-		}
-		svc.StatusObservers = append(svc.StatusObservers, alerter.StatusChanged)
+	if g.Alerts != nil {
 		actx, stopAlerts := context.WithCancel(context.Background())
-		go alerter.Run(actx)
+		go g.Alerts.Run(actx)
 		defer func() {
 			stopAlerts()
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := alerter.Close(cctx); err != nil {
+			if err := g.Alerts.Close(cctx); err != nil {
 				log.Warn("alerts left undelivered at shutdown", "error", err.Error())
 			}
 		}()
 	}
-	tokens := security.NewManager(security.ManagerConfig{DB: a.db.DB, Sealer: a.ring, Connections: store, Status: svc,
-		Client: guard.Client(tokenRequestTimeout), DefaultTTL: a.cfg.DefaultTokenTTL, Logger: log, Registerer: reg,
-		OnFailure: auditLog.TokenFailed})
-	svc.Observers = append(svc.Observers, tokens.Observe)
-	consent := security.NewConsent(a.db.DB, a.ring, tokens, a.cfg.PublicURL+"/oauth/callback")
 	if a.db.Dialect == migrations.Postgres {
 		// Other replicas change connections, tokens and keys too; their
 		// changes reach this process's caches through LISTEN/NOTIFY.
 		lctx, stopListen := context.WithCancel(context.Background())
 		defer stopListen()
-		go connections.Listen(lctx, a.db.URL, func(n connections.Notification) {
-			switch n.Kind {
-			case "connection":
-				cache.Invalidate(n.Name)
-				tokens.Forget(n.ID)
-			case "token":
-				tokens.Forget(n.ID)
-			case "apikey":
-				keys.Forget(n.Name)
-			case "reset":
-				cache.Invalidate("")
-				tokens.Forget(0)
-				keys.Forget("")
-			}
-		}, log, nil)
+		go g.Listen(lctx, nil)
 	}
-	sched, err := security.StartScheduler(a.cfg.RefreshSchedule, tokens, log)
+	sched, err := security.StartScheduler(a.cfg.RefreshSchedule, g.Tokens, log)
 	if err != nil {
 		return &configError{"CONNMGR_REFRESH_SCHEDULE", err.Error()}
 	}
 	defer sched.Stop()
 
-	proxy := invoke.NewProxy(tokens, guard.Transport(0), reg)
-	proxy.MaxBody, proxy.Logger = a.cfg.MaxBody, log
-	srv := api.New(api.Config{Connections: svc, Keys: keys, Tokens: tokens, Consent: consent, Tester: proxy.Test,
-		Cache: cache, Proxy: proxy, Audit: auditLog,
-		OpenAPI: connmgr.OpenAPI, CursorKey: a.ring.Derive("cursor"), MaxBody: a.cfg.MaxBody, Ready: readiness(a.db),
-		Logger: log, Registry: reg})
-
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
-		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 2)
+	var metricsSrv *http.Server
+	if metricsLn != nil {
+		// Logged before "connmgr listening": once that line is out, the
+		// addresses of both are.
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", g.API.Metrics())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		log.Info("metrics listening", "addr", metricsLn.Addr().String(), "path", "/metrics")
+		go func() { errc <- metricsSrv.Serve(netutil.LimitListener(metricsLn, 64)) }()
+	}
+	httpSrv := newServer(g.API, a.cfg, log)
 	log.Info("connmgr listening", "addr", ln.Addr().String(), "engine", string(a.db.Dialect),
-		"docs", a.cfg.PublicURL+"/docs/", "version", buildVersion())
-	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.Serve(ln) }()
+		"docs", a.cfg.PublicURL+"/docs/", "max_connections", a.cfg.MaxConnections,
+		"read_timeout", a.cfg.ReadTimeout, "write_timeout", a.cfg.WriteTimeout, "token_timeout", a.cfg.TokenTimeout,
+		"version", buildVersion())
+	go func() { errc <- httpSrv.Serve(netutil.LimitListener(ln, a.cfg.MaxConnections)) }()
 
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: refusing new connections, finishing in-flight calls", "grace", shutdownGrace.String())
+	log.Info("shutting down: refusing new connections, finishing in-flight calls", "grace", shutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(sctx)
+	}
 	if err := httpSrv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("in-flight calls did not finish in time", "error", err.Error())
 	}
+	g.CloseIdleConnections()
 	log.Info("stopped")
 	return nil
+}
+
+// ownOrigins returns the origins that reach this process at its listen
+// address bound: a connection may not target them (it would invoke
+// connmgr itself). Bound to a loopback or an unspecified address
+// (0.0.0.0, ::), the loopback names reach it too.
+func ownOrigins(bound net.Addr) []string {
+	tcp, ok := bound.(*net.TCPAddr)
+	if !ok {
+		return []string{connections.Origin("http://" + bound.String())}
+	}
+	port := strconv.Itoa(tcp.Port)
+	out := []string{connections.Origin("http://" + net.JoinHostPort(tcp.IP.String(), port))}
+	if tcp.IP.IsLoopback() || tcp.IP.IsUnspecified() {
+		for _, host := range []string{"127.0.0.1", "localhost", "::1"} {
+			out = append(out, connections.Origin("http://"+net.JoinHostPort(host, port)))
+		}
+	}
+	return out
+}
+
+// newServer returns the HTTP server for h. Every request has a bounded
+// time to send its headers, its body and to take its answer (invokes
+// extend the body and answer deadlines to their connection's timeout), so
+// that sockets that send slowly or not at all are closed rather than held.
+func newServer(h http.Handler, cfg *config, log *slog.Logger) *http.Server {
+	// An idle keep-alive connection holds one of the MaxConnections slots
+	// too: it gets no longer than a request would to send itself.
+	return &http.Server{Handler: h, ReadHeaderTimeout: min(10*time.Second, cfg.ReadTimeout),
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: min(120*time.Second, cfg.ReadTimeout),
+		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }

@@ -1,0 +1,4 @@
+package store
+
+// Translate exposes translate to the tests.
+var Translate = translate
