@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -83,11 +84,20 @@ func (c *metadataCache) keySet(issuer string) *oidc.RemoteKeySet {
 	return nil
 }
 
+// discover fetches issuer's metadata from the places the standards put
+// it: OpenID Connect Discovery appends /.well-known/openid-configuration
+// to the issuer; RFC 8414 §3.1 inserts /.well-known/oauth-authorization-server
+// between the issuer's host and its path (the same URL when it has none).
 func discover(ctx context.Context, client *http.Client, issuer string) (*Metadata, error) {
-	base := strings.TrimSuffix(issuer, "/")
+	urls := []string{strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"}
+	if u, err := url.Parse(issuer); err == nil && u.Host != "" {
+		path := strings.TrimSuffix(u.EscapedPath(), "/")
+		u.Path, u.RawPath = "", ""
+		urls = append(urls, u.String()+"/.well-known/oauth-authorization-server"+path)
+	}
 	var firstErr error
-	for _, path := range []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
-		md, err := fetchMetadata(ctx, client, base+path)
+	for _, u := range urls {
+		md, err := fetchMetadata(ctx, client, u)
 		if err == nil {
 			if md.Issuer != issuer {
 				return nil, &TokenError{Reason: fmt.Sprintf("the issuer's metadata names issuer %q, not the configured one", clipText(md.Issuer)), Permanent: true}

@@ -274,7 +274,8 @@ func durationText(_ []string, a slog.Attr) slog.Attr {
 // knownVars lists the CONNMGR_* variables connmgr reads, besides those of
 // the settings: test and client variables.
 var knownVars = []string{"CONNMGR_URL", "CONNMGR_API_KEY", "CONNMGR_PROFILE", "CONNMGR_CONFIG",
-	"CONNMGR_IMPORT_IDENTITY", "CONNMGR_TEST_DATABASE_URL", "CONNMGR_CHROMIUM"}
+	"CONNMGR_IMPORT_IDENTITY", "CONNMGR_TEST_DATABASE_URL", "CONNMGR_CHROMIUM", "CONNMGR_BROWSER_ARTIFACTS",
+	"CONNMGR_REQUIRE_NODE"}
 
 // warnUnknown logs a warning for each CONNMGR_* variable in environ that
 // connmgr does not know, naming the closest known one: a typo in a
