@@ -10,7 +10,7 @@ export CONNMGR_TEST_DATABASE_URL := postgres://postgres@127.0.0.1:5432/postgres?
 endif
 endif
 
-.PHONY: all build run test lint lint-spec generate fuzz bench load interop scale clean
+.PHONY: all build run test lint lint-spec generate fuzz bench sidebyside load interop scale clean
 
 all: lint test
 
@@ -74,6 +74,12 @@ bench:
 			printf "connmgr               %8.0f (%6.0f)              %8.0f %8.0f\n", 1e9 / c, median(p99["connmgr"]), median(p50["connmgr-paced"]), median(p99["connmgr-paced"]); \
 			printf "connmgr / bare: throughput %.2fx (target >= 0.90), p99 at 2000 req/s %.2fx (target <= 1.20), saturated p99 %.2fx\n", \
 				b / c, median(p99["connmgr-paced"]) / median(p99["bare-paced"]), median(p99["connmgr"]) / median(p99["bare"]) }' /tmp/connmgr-bench.txt
+
+# wrk against a built connmgr, a bare httputil.ReverseProxy and Caddy,
+# separate processes, the same upstream: rounds in turn, medians and ratios.
+# Needs wrk and caddy (installed when run as root). Not part of make test.
+sidebyside:
+	./bench/sidebyside.sh
 
 # Steady load against a built connmgr for LOAD_TIME; errors must be 0 and
 # RSS and goroutines flat. Not part of make test.
