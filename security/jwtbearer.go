@@ -204,7 +204,7 @@ func (p *JWTBearer) obtain(ctx context.Context, e *tokenEnv, _ *connections.Conn
 		params: url.Values{"assertion": {assertion}}})
 }
 
-// sign makes the assertion, valid from now for its lifetime.
+// sign makes the assertion, valid for its lifetime from shortly before now.
 func (p *JWTBearer) sign(now time.Time) (string, error) {
 	a := p.Assertion
 	key, err := ParsePrivateKey(p.PrivateKeyPEM.Reveal())
@@ -225,7 +225,10 @@ func (p *JWTBearer) sign(now time.Time) (string, error) {
 	}
 	lifetime := time.Duration(cmp0(a.LifetimeSeconds, 300)) * time.Second
 	claims["iss"], claims["sub"], claims["aud"] = a.Issuer, cmpOr(a.Subject, a.Issuer), cmpOr(a.Audience, p.TokenURL)
-	claims["iat"], claims["exp"], claims["jti"] = now.Unix(), now.Add(lifetime).Unix(), randomString(24)
+	// Issued a little in the past (see assertionSkew), and valid for
+	// lifetime from then: some servers bound exp - iat.
+	issued := now.Add(-min(assertionSkew, lifetime/2))
+	claims["iat"], claims["exp"], claims["jti"] = issued.Unix(), issued.Add(lifetime).Unix(), randomString(24)
 	tok := jwt.NewWithClaims(jwt.GetSigningMethod(alg), claims)
 	if p.KeyID != "" {
 		tok.Header["kid"] = p.KeyID

@@ -259,6 +259,12 @@ func (b rawBasic) RoundTrip(req *http.Request) (*http.Response, error) {
 	return b.next.RoundTrip(req)
 }
 
+// assertionSkew is how far in the past connmgr dates the assertions it
+// signs (iat, and nbf of client assertions), so that a server whose clock
+// is behind connmgr's does not see them issued in the future: many allow
+// little or no leeway there (zitadel's op one second, go-jose none).
+const assertionSkew = 30 * time.Second
+
 // assertion signs an RFC 7523 client assertion with a fresh jti, so no two
 // token requests share one. aud is a single string: the token URL or the
 // configured audience.
@@ -267,8 +273,9 @@ func (cl *Client) assertion(tokenURL string, now time.Time) (string, error) {
 	if aud == "" {
 		aud = tokenURL
 	}
+	issued := now.Add(-assertionSkew)
 	claims := jwt.MapClaims{"iss": cl.ClientID, "sub": cl.ClientID, "aud": aud, "jti": randomString(24),
-		"iat": now.Unix(), "nbf": now.Add(-30 * time.Second).Unix(), "exp": now.Add(5 * time.Minute).Unix()}
+		"iat": issued.Unix(), "nbf": issued.Unix(), "exp": now.Add(5 * time.Minute).Unix()}
 	var method jwt.SigningMethod
 	var key any
 	if cl.ClientAuth == ClientAuthSecretJWT {
