@@ -188,15 +188,15 @@ func buildPath(p string, t Target) (string, error) {
 			}
 			b.WriteString(escapeLiteral(pc.text))
 		}
-		// A segment of several pieces is checked once assembled too:
-		// "{a}{b}" with "." and "." is "..", and a value ending in "%"
-		// before literal "2e" decodes, twice, to ".". A single piece was
-		// checked whole above, and escaping does not change what it
-		// decodes to.
+		// A segment of several pieces is checked once assembled too,
+		// split at '/' like a value: "{a}{b}" with "." and "." is "..",
+		// "..{a}" with "/x" is "..%2Fx", and a value ending in "%" before
+		// literal "2e" decodes, twice, to ".". A single piece was checked
+		// whole above, and escaping does not change what it decodes to.
 		if len(pieces) > 1 {
 			if d, reason := decode(b.String()[start:]); reason != "" {
 				return "", invalid("%s", reason)
-			} else if isDot(d) {
+			} else if hasDotSegment(d) {
 				return "", invalid("contains a dot segment")
 			}
 		}
@@ -293,7 +293,7 @@ func checkLiteral(text string, atStart, atEnd bool) string {
 // server turns into '.', '/' or '\'.
 var lookalikes = strings.NewReplacer(
 	"\uFF0E", ".", "\u2024", ".", "\uFE52", ".", "\u3002", ".", "\uFF61", ".",
-	"\u2025", "..",
+	"\u2025", "..", "\uFE30", "..",
 	"\uFF0F", "/",
 	"\uFF3C", `\`, "\uFE68", `\`,
 )
@@ -347,9 +347,13 @@ func hasDotSegment(d string) bool {
 }
 
 // isDot reports whether a decoded segment is "." or "..", ignoring a
-// ";parameter" suffix that servers such as Tomcat strip ("..;/").
+// ";parameter" suffix that servers such as Tomcat strip ("..;/"), and
+// what follows a '?' or '#', which a server that decodes before it parses
+// reads as the query or fragment ("..%3F").
 func isDot(seg string) bool {
-	seg, _, _ = strings.Cut(seg, ";")
+	if i := strings.IndexAny(seg, ";?#"); i >= 0 {
+		seg = seg[:i]
+	}
 	return seg == "." || seg == ".."
 }
 

@@ -195,6 +195,23 @@ var resolveTests = []resolveTest{
 	{name: "param dotdot semicolon inside", base: api, target: tmpl("/{f}", "f", "a/..;jsessionid=1/b"), wantErr: bad},
 	{name: "param overlong dots", base: api, target: tmpl("/{f}", "f", "%C0%AE%C0%AE/x"), wantErr: bad},
 	{name: "param climbs beside literal", base: api, target: tmpl("/files/{f}/raw", "f", "../../admin"), wantErr: bad},
+	// A value that joins literal text in its segment: the assembled
+	// segment, decoded and split at '/', holds no dot segment either.
+	{name: "literal dotdot then param slash", base: api, target: tmpl("/..{f}", "f", "/admin"), wantErr: bad},
+	{name: "literal encoded dotdot then param slash", base: api, target: tmpl("/%2e%2e{f}", "f", "/admin"), wantErr: bad},
+	{name: "param slash then literal dotdot", base: api, target: tmpl("/{f}..", "f", "x/"), wantErr: bad},
+	{name: "literal dot then param slash", base: api, target: tmpl("/.{f}", "f", "/admin"), wantErr: bad},
+	{name: "params around literal dot", base: api, target: tmpl("/{a}.{b}", "a", "x/", "b", "/y"), wantErr: bad},
+	{name: "params make double-encoded dotdot", base: api, target: tmpl("/{f}{g}", "f", "%", "g", "2e%2e/x"), wantErr: bad},
+	{name: "param vertical two dot leader", base: api, target: tmpl("/{f}", "f", "\uFE30/x"), wantErr: bad},
+	// A server that decodes before it splits off the query or fragment
+	// reads "..%3F" as "..".
+	{name: "dotdot encoded question mark", base: api, target: rel("x/..%3F/y"), wantErr: bad},
+	{name: "dotdot encoded hash", base: api, target: rel("..%23"), wantErr: bad},
+	{name: "param dotdot question mark", base: api, target: tmpl("/{f}", "f", "x/..?/y"), wantErr: bad},
+	{name: "param dotdot hash", base: api, target: tmpl("/{f}", "f", "..#"), wantErr: bad},
+	{name: "param with dots, question mark and hash as data", base: api, target: tmpl("/{f}", "f", "a.b?c#d..e"),
+		want: api + "/a.b%3Fc%23d..e"},
 
 	// Bounds of the merged query (#8.12).
 	{name: "query of exactly 16 KiB", base: api, target: invoke.Target{Query: url.Values{"a": {strings.Repeat("b", 16<<10-2)}}},
@@ -345,14 +362,8 @@ func FuzzResolve(f *testing.F) {
 			t.Fatalf("Resolve(%q) = %v, want a path under %q", relURI, s, basePath)
 		}
 		for seg := range strings.SplitSeq(path, "/") {
-			for range 20 {
-				d, err := url.PathUnescape(seg)
-				if err != nil || d == seg {
-					break
-				}
-				seg = d
-			}
-			if seg == "." || seg == ".." {
+			// Also as a server reads it that decodes %2F (or %3F) first.
+			if hasDotSegment(seg) {
 				t.Fatalf("Resolve(%q) = %v, which has a dot segment", relURI, s)
 			}
 		}
@@ -371,7 +382,8 @@ func FuzzResolve(f *testing.F) {
 
 // hasDotSegment reports whether v, percent-decoded as often as it decodes
 // and split at '/' and '\', holds a "." or ".." segment (a ";param" suffix
-// ignored, as Tomcat ignores it).
+// ignored, as Tomcat ignores it, and a "?..." or "#..." one, which a server
+// that decodes before it parses reads as the query or fragment).
 func hasDotSegment(v string) bool {
 	for range 20 {
 		d, err := url.PathUnescape(v)
@@ -381,7 +393,9 @@ func hasDotSegment(v string) bool {
 		v = d
 	}
 	for seg := range strings.FieldsFuncSeq(v, func(r rune) bool { return r == '/' || r == '\\' }) {
-		seg, _, _ = strings.Cut(seg, ";")
+		if i := strings.IndexAny(seg, ";?#"); i >= 0 {
+			seg = seg[:i]
+		}
 		if seg == "." || seg == ".." {
 			return true
 		}
