@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -312,7 +311,11 @@ func (f *CustomFlow) send(ctx context.Context, e *tokenEnv, r *RequestTemplate, 
 		return nil, networkFailure(err)
 	}
 	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxTokenResponse))
+	body, err := readTokenAnswer(res.Body)
+	var te *TokenError
+	if errors.As(err, &te) {
+		return nil, te
+	}
 	if err != nil {
 		return nil, networkFailure(err)
 	}
@@ -330,6 +333,12 @@ func (f *CustomFlow) send(ctx context.Context, e *tokenEnv, r *RequestTemplate, 
 	doc, err := decodeAnswer(res.Header.Get("Content-Type"), body)
 	if err != nil {
 		return nil, err
+	}
+	// An OAuth error in a 2xx (GitHub answers 200 with error=...) is
+	// reported as one.
+	if code, _ := pointed(doc, "/error").(string); code != "" && pointed(doc, f.Response.AccessToken) == nil {
+		desc, _ := pointed(doc, "/error_description").(string)
+		return nil, classify(&oauth2.RetrieveError{Response: res, ErrorCode: code, ErrorDescription: desc}, &redact)
 	}
 	return f.Response.token(doc, e)
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -229,6 +230,14 @@ func (cl *Client) request(ctx context.Context, e *tokenEnv, tokenURL string, g g
 	if err != nil {
 		return nil, classify(err, e)
 	}
+	// A token that cannot go in a header would fail every call until it
+	// expires: it is not kept.
+	if !httpguts.ValidHeaderFieldValue(tok.AccessToken) {
+		return nil, &TokenError{Reason: "the token endpoint's access_token cannot be sent in a header (it holds CR, LF or other control characters)", Permanent: true}
+	}
+	if tok.TokenType != "" && !httpguts.ValidHeaderFieldName(tok.TokenType) {
+		return nil, &TokenError{Reason: "the token endpoint's token_type is not a single word (RFC 6749 §7.1)", Permanent: true}
+	}
 	// clientcredentials.Config does not copy expires_in into
 	// Token.ExpiresIn, so it is read from the raw response (JSON, or a
 	// form-encoded body).
@@ -393,7 +402,8 @@ func classify(err error, e *tokenEnv) *TokenError {
 // expires_in that the oauth2 package would choke on (a string, a fraction,
 // a number out of range, another type) into an integer, or drops it, so
 // that the lifetime rules apply instead of the request failing; and it
-// turns a 2xx answer without an access token into a *TokenError.
+// turns a 2xx answer without an access token into a *TokenError, or into
+// the OAuth error it holds (GitHub answers 200 with error=...).
 type responseCheck struct{ next http.RoundTripper }
 
 // maxTokenResponse bounds a token endpoint's answer.
@@ -404,7 +414,7 @@ func (f responseCheck) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || res.StatusCode/100 != 2 {
 		return res, err
 	}
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxTokenResponse))
+	body, err := readTokenAnswer(res.Body)
 	res.Body.Close()
 	if err != nil {
 		return nil, err
@@ -413,6 +423,9 @@ func (f responseCheck) RoundTrip(req *http.Request) (*http.Response, error) {
 	switch {
 	case mt == "application/x-www-form-urlencoded" || mt == "text/plain":
 		if q, err := url.ParseQuery(string(body)); err != nil || q.Get("access_token") == "" {
+			if err == nil && q.Get("error") != "" {
+				return nil, &oauth2.RetrieveError{Response: res, ErrorCode: q.Get("error"), ErrorDescription: q.Get("error_description")}
+			}
 			return nil, errNoAccessToken
 		}
 	default:
@@ -421,6 +434,13 @@ func (f responseCheck) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, &TokenError{Reason: "the token endpoint's answer is not a token response (" + strconv.Quote(mt) + ")", Permanent: true}
 		}
 		if raw, ok := m["access_token"]; !ok || string(raw) == `""` || string(raw) == "null" {
+			var oe struct {
+				Error       string `json:"error"`
+				Description string `json:"error_description"`
+			}
+			if json.Unmarshal(body, &oe) == nil && oe.Error != "" {
+				return nil, &oauth2.RetrieveError{Response: res, ErrorCode: oe.Error, ErrorDescription: oe.Description}
+			}
 			return nil, errNoAccessToken
 		}
 		if raw, ok := m["expires_in"]; ok {
@@ -444,6 +464,19 @@ func (f responseCheck) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 var errNoAccessToken = &TokenError{Reason: "the token endpoint answered without an access_token", Permanent: true}
+
+// readTokenAnswer reads a token endpoint's answer, at most
+// maxTokenResponse bytes: a longer one is an error that says so.
+func readTokenAnswer(r io.Reader) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r, maxTokenResponse+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxTokenResponse {
+		return nil, &TokenError{Reason: "the token endpoint's answer is larger than 1 MiB", Permanent: true}
+	}
+	return body, nil
+}
 
 // parseExpiresIn reads a JSON number or numeric string as whole seconds,
 // within int32 (what the oauth2 package accepts).

@@ -1,0 +1,74 @@
+package security_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/connmgr/connmgr/connections"
+	"github.com/connmgr/connmgr/security"
+	"github.com/connmgr/connmgr/store/storetest"
+)
+
+// TestOddTokenAnswers: answers of a token endpoint that are 200 but no
+// usable token fail with a reason that says what the endpoint said or
+// what is wrong, for the standard policies and the custom flows: an OAuth
+// error in a 200 (GitHub's form-encoded or JSON answer), an answer larger
+// than the 1 MiB read, and a token or token type that cannot go in a
+// header (CR, LF), which is never stored to fail every call after.
+func TestOddTokenAnswers(t *testing.T) {
+	e := newTokenEnv(t, storetest.SQLite)
+	var answer struct{ contentType, body string }
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", answer.contentType)
+		fmt.Fprint(w, answer.body)
+	}))
+	t.Cleanup(srv.Close)
+	const form, js = "application/x-www-form-urlencoded; charset=utf-8", "application/json"
+	big := `{"access_token":"` + canary + `-big","pad":"` + strings.Repeat("x", 1<<20) + `"}`
+	tests := []struct {
+		name, contentType, body string
+		reason                  string
+		custom                  bool // the custom flow reads it too
+	}{
+		{name: "OAuth error in a form-encoded 200", contentType: form, custom: true,
+			body:   "error=bad_verification_code&error_description=The+code+passed+is+incorrect+or+expired.&error_uri=https%3A%2F%2Fdocs.github.com",
+			reason: "bad_verification_code: The code passed is incorrect or expired."},
+		{name: "OAuth error in a JSON 200", contentType: js, custom: true,
+			body:   `{"error":"invalid_grant","error_description":"bad ` + canary + `-secret-odd-1 given"}`,
+			reason: "invalid_grant: bad [redacted] given"},
+		{name: "answer over 1 MiB", contentType: js, body: big, reason: "larger than 1 MiB", custom: true},
+		{name: "access token with CR LF", contentType: js, body: `{"access_token":"` + canary + `-a\r\nX-Evil: 1","expires_in":60}`,
+			reason: "access_token cannot be sent in a header"},
+		{name: "token type with CR LF", contentType: js, body: `{"access_token":"` + canary + `-a","token_type":"Bearer\r\nX-Evil: 1"}`,
+			reason: "token_type"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := e.at(t)
+			answer.contentType, answer.body = tt.contentType, tt.body
+			conns := []*connections.Connection{clientCredentials(fmt.Sprintf("Conn_Odd_%d", i), srv.URL+"/token", fmt.Sprintf("odd-%d", i))}
+			if tt.custom {
+				conns = append(conns, twoLegged(fmt.Sprintf("Conn_Odd_Custom_%d", i), security.CustomFlow{
+					TokenRequest: security.RequestTemplate{URL: srv.URL + "/token", Body: "secret=${secrets.s}"}},
+					map[string]string{"s": canary + "-secret-odd-1"}))
+			}
+			for _, c := range conns {
+				c = e.create(c)
+				_, err := e.m.Token(context.Background(), c)
+				if err == nil {
+					t.Fatalf("%s: Token() = nil error, want one saying %q", c.Name, tt.reason)
+				}
+				if te := tokenErr(t, e.record(err)); !strings.Contains(te.Reason, tt.reason) || !te.Permanent {
+					t.Errorf("%s: TokenError = %+v, want a permanent one saying %q", c.Name, te, tt.reason)
+				}
+				if st := e.stored(c); st.Token != nil {
+					t.Errorf("%s: a token was stored", c.Name)
+				}
+			}
+		})
+	}
+}
