@@ -2,8 +2,6 @@ package security
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -224,12 +222,7 @@ func (p *AWSSigV4) payloadHash(req *http.Request) (string, error) {
 	case req.Body == nil || req.Body == http.NoBody:
 		return emptyPayload, nil
 	case req.GetBody != nil:
-		b, err := readAll(req.GetBody)
-		if err != nil {
-			return "", err
-		}
-		sum := sha256.Sum256(b)
-		return hex.EncodeToString(sum[:]), nil
+		return hashBody(req.GetBody)
 	case p.Service == "s3":
 		return unsignedPayload, nil
 	}

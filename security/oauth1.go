@@ -2,6 +2,8 @@ package security
 
 import (
 	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"mime"
@@ -212,20 +214,25 @@ func (p *OAuth1) signWith(req *http.Request, now time.Time, nonce string, versio
 // repeated names included.
 func signatureBase(req *http.Request, oauthParams [][2]string) (string, error) {
 	var params [][2]string
-	add := func(raw, where string) error {
-		q, err := url.ParseQuery(raw)
-		if err != nil {
-			return fmt.Errorf("the %s cannot be read as parameters for the OAuth 1.0 signature", where)
-		}
-		for k, vs := range q {
-			for _, v := range vs {
-				params = append(params, [2]string{oauth1.PercentEncode(k), oauth1.PercentEncode(v)})
+	// Split at '&' only, as HTML's form decoding and oauthlib do: a raw
+	// ';' is data (url.ParseQuery refuses it).
+	add := func(raw string) bool {
+		for _, pair := range strings.Split(raw, "&") {
+			if pair == "" {
+				continue
 			}
+			k, v, _ := strings.Cut(pair, "=")
+			k, err1 := url.QueryUnescape(k)
+			v, err2 := url.QueryUnescape(v)
+			if err1 != nil || err2 != nil {
+				return false
+			}
+			params = append(params, [2]string{oauth1.PercentEncode(k), oauth1.PercentEncode(v)})
 		}
-		return nil
+		return true
 	}
-	if err := add(req.URL.RawQuery, "query"); err != nil {
-		return "", err
+	if !add(req.URL.RawQuery) {
+		return "", fmt.Errorf("the query cannot be read as parameters for the OAuth 1.0 signature")
 	}
 	if formBody(req.Header.Get("Content-Type")) && req.Body != nil && req.Body != http.NoBody {
 		if req.GetBody == nil {
@@ -235,8 +242,10 @@ func signatureBase(req *http.Request, oauthParams [][2]string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if err := add(string(body), "form body"); err != nil {
-			return "", err
+		if !add(string(body)) {
+			// The caller's body: an invalid field, not a failure of connmgr.
+			return "", &connections.ValidationError{Field: "body",
+				Reason: "is not application/x-www-form-urlencoded (invalid percent-encoding), so OAuth 1.0 cannot sign it"}
 		}
 	}
 	for _, kv := range oauthParams {
@@ -286,6 +295,21 @@ func baseStringURI(req *http.Request) string {
 // maxSignedBody bounds a body read for a signature; the invoke's body
 // limit is lower.
 const maxSignedBody = 1 << 30
+
+// hashBody returns the hex SHA-256 of a fresh copy of a request body
+// from getBody, hashed as it is read.
+func hashBody(getBody func() (io.ReadCloser, error)) (string, error) {
+	r, err := getBody()
+	if err != nil {
+		return "", fmt.Errorf("cannot read the body to sign it")
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(r, maxSignedBody)); err != nil {
+		return "", fmt.Errorf("cannot read the body to sign it")
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
 
 // readAll reads a fresh copy of a request body from getBody.
 func readAll(getBody func() (io.ReadCloser, error)) ([]byte, error) {
