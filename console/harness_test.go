@@ -39,6 +39,10 @@ import (
 const (
 	consoleHost = "connmgr.test"
 	idpHost     = "idp.test"
+	// siblingHost is another host of connmgr's site: the browser sends
+	// it SameSite=Strict cookies, so only connmgr's own checks stop its
+	// pages.
+	siblingHost = "evil." + consoleHost
 )
 
 // clock is the console's clock: the real time plus an offset a test
@@ -256,7 +260,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("host-resolver-rules", "MAP "+consoleHost+" 127.0.0.1, MAP "+idpHost+" 127.0.0.1"),
+		chromedp.Flag("host-resolver-rules", "MAP "+consoleHost+" 127.0.0.1, MAP "+idpHost+" 127.0.0.1, MAP "+siblingHost+" 127.0.0.1"),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 900))
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)

@@ -169,11 +169,21 @@ func TestConsoleHostile(t *testing.T) {
 }
 
 // TestConsoleThousand: 1,000 connections page through by the API's
-// cursors, in order and without a gap; broken ones come first when asked.
+// cursors, in order and without a gap; broken ones come first when asked;
+// on each engine.
 func TestConsoleThousand(t *testing.T) {
 	t.Parallel()
+	for _, engine := range storetest.Engines(t) {
+		t.Run(string(engine), func(t *testing.T) {
+			t.Parallel()
+			consoleThousand(t, engine)
+		})
+	}
+}
+
+func consoleThousand(t *testing.T, engine storetest.Engine) {
 	b := newBrowser(t)
-	s := newServer(t, storetest.SQLite)
+	s := newServer(t, engine)
 	ctx := context.Background()
 	start := time.Now()
 	var broken []string
