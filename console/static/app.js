@@ -2,7 +2,7 @@
 // page is a module whose render(ctx) draws into <main>; ctx.signal aborts
 // when the page is left, which stops its timers and requests.
 
-import {call, setSession, whenSignedOut} from "./lib/api.js";
+import {call, setSession, whenCSRFRefused, whenSignedOut} from "./lib/api.js";
 import {h, notice, pageShown, replace} from "./lib/dom.js";
 import * as schema from "./lib/schema.js";
 import * as audit from "./pages/audit.js";
@@ -121,14 +121,53 @@ function signedOut(message) {
 
 whenSignedOut(() => signedOut("Your session has ended: it expired, was signed out, or its API key was revoked. Sign in again."));
 
-document.getElementById("sign-out").addEventListener("click", async () => {
+// A change refused for its CSRF token may mean that the browser's cookie
+// is now another session's: another tab signed in again (perhaps with
+// another key). The page then follows the browser's session, and says so.
+whenCSRFRefused(async () => {
+  if (!session) return;
+  let res;
+  try {
+    res = await call("GET", "/console/session", {noSignOut: true});
+  } catch (err) {
+    if (err.status === 401) signedOut("Your session has ended (signed out in another tab?). Sign in again.");
+    return;
+  }
+  if (!session || !res.data || res.data.csrfToken === session.csrfToken) return;
+  session = res.data;
+  setSession(session);
+  await show();
+  notice(`The session changed in another tab: you are now signed in as ${session.key.name} (${session.key.role}). ` +
+    "What you did last was not done; check the page and try again.", "warn");
+});
+
+// endSession ends the browser's session on the server. When the cookie is
+// no longer this page's session (another tab signed in again), the page
+// asks for the session the cookie is and ends that one: whoever presses
+// Sign out wants the browser signed out. It reports whether connmgr ended
+// the session.
+async function endSession() {
   try {
     await call("DELETE", "/console/session", {noSignOut: true});
-  } catch {
-    // The session may be gone already; the page forgets it either way.
+    return true;
+  } catch (err) {
+    if (err.status !== 403 || err.problem.code !== "csrf_failed") return false;
   }
+  try {
+    const res = await call("GET", "/console/session", {noSignOut: true});
+    setSession(res.data);
+    await call("DELETE", "/console/session", {noSignOut: true});
+    return true;
+  } catch (err) {
+    return err.status === 401; // no session is left
+  }
+}
+
+document.getElementById("sign-out").addEventListener("click", async () => {
+  const ended = await endSession();
   signedOut("Signed out.");
-  notice("Signed out.", "ok");
+  if (ended) notice("Signed out.", "ok");
+  else notice("Signed out of this page, but connmgr could not be reached to end the session: sign out again, or close the browser.", "warn");
 });
 
 // Links inside the console are followed without a reload.

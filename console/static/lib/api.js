@@ -4,6 +4,7 @@
 
 let csrfToken = "";
 let onSignedOut = () => {};
+let onCSRFRefused = () => {};
 
 // setSession records the CSRF token of the signed-in session.
 export function setSession(session) {
@@ -13,6 +14,13 @@ export function setSession(session) {
 // whenSignedOut sets what to do when the API says the session is gone.
 export function whenSignedOut(f) {
   onSignedOut = f;
+}
+
+// whenCSRFRefused sets what to do when the API refuses a change for its
+// CSRF token: the browser's cookie may now be another session's (signed
+// in again in another tab).
+export function whenCSRFRefused(f) {
+  onCSRFRefused = f;
 }
 
 // ApiError is a failed call: its status and the problem+json body.
@@ -62,6 +70,7 @@ export async function call(method, path, opts = {}) {
     }
   }
   if (res.status === 401 && !opts.noSignOut) onSignedOut();
+  if (res.status === 403 && data && data.code === "csrf_failed" && !opts.noSignOut) onCSRFRefused();
   if (!res.ok) throw new ApiError(res.status, data);
   return {status: res.status, data, etag: res.headers.get("ETag")};
 }
