@@ -285,6 +285,11 @@ func (p *AWSSigV4) obtain(ctx context.Context, e *tokenEnv, _ *connections.Conne
 	if c.Expiration != nil && c.Expiration.After(e.now) {
 		expires = *c.Expiration
 	}
+	// Expiration is on STS's clock: one already past on ours (our clock
+	// ahead), or none, leaves the lifetime asked for as the best estimate.
+	if a.DurationSeconds > 0 && (c.Expiration == nil || !c.Expiration.After(e.now)) {
+		expires = e.now.Add(time.Duration(a.DurationSeconds) * time.Second)
+	}
 	expires = minTime(expires, e.now.Add(maxTokenTTL))
 	return &Token{AccessToken: connections.NewSecret(string(blob)), TokenType: tokenTypeAWS,
 		ObtainedAt: e.now.UTC(), ExpiresAt: expires.UTC()}, nil

@@ -45,3 +45,36 @@ func TestAssertionsToleratePlainClockSkew(t *testing.T) {
 		})
 	}
 }
+
+// TestAssumeRoleExpirationOnSTSClock: STS's Expiration is a time on STS's
+// clock. One already past on connmgr's (its clock ahead of STS's) says
+// nothing about how long the credentials last: they are kept for the
+// durationSeconds asked for, not for the default token lifetime.
+func TestAssumeRoleExpirationOnSTSClock(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		lifetime time.Duration // Expiration - now, on connmgr's clock
+		want     time.Duration
+	}{
+		{"STS 2h behind", 15*time.Minute - 2*time.Hour, 15 * time.Minute},
+		{"clocks agree", 15 * time.Minute, 15 * time.Minute},
+		{"shorter than asked", 10 * time.Minute, 10 * time.Minute},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTokenEnv(t, storetest.SQLite)
+			sts := newFakeSTS(t, e.clock.Now)
+			sts.lifetime = tt.lifetime
+			c := e.create(&connections.Connection{Name: "Conn_AWS_Skew", Role: connections.RoleInvoke, BaseURL: "https://api.example.com",
+				Security: &security.AWSSigV4{AccessKeyID: "AKIASTATIC", SecretAccessKey: connections.NewSecret(canary + "-static"),
+					Region: "eu-west-1", Service: "execute-api", AssumeRole: &security.AssumeRole{RoleARN: "arn:aws:iam::123456789012:role/orders",
+						DurationSeconds: 900, STSURL: sts.srv.URL}}})
+			tok, err := e.m.Token(context.Background(), c)
+			if e.record(err) != nil {
+				t.Fatal(err)
+			}
+			if got := tok.Lifetime(); got != tt.want {
+				t.Errorf("temporary credentials kept for %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
