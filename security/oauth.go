@@ -421,7 +421,9 @@ func (f responseCheck) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
 	switch {
-	case mt == "application/x-www-form-urlencoded" || mt == "text/plain":
+	// text/plain is a form to the oauth2 package; a JSON object sent as
+	// text/plain is read as JSON (below), as the custom flows read it.
+	case mt == "application/x-www-form-urlencoded" || mt == "text/plain" && !bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")):
 		if q, err := url.ParseQuery(string(body)); err != nil || q.Get("access_token") == "" {
 			if err == nil && q.Get("error") != "" {
 				return nil, &oauth2.RetrieveError{Response: res, ErrorCode: q.Get("error"), ErrorDescription: q.Get("error_description")}

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/security"
@@ -68,6 +69,37 @@ func TestOddTokenAnswers(t *testing.T) {
 				if st := e.stored(c); st.Token != nil {
 					t.Errorf("%s: a token was stored", c.Name)
 				}
+			}
+		})
+	}
+}
+
+// TestJSONTokenAnswerLabelledText: a JSON token answer sent as text/plain
+// (or text/html) is read as JSON, as the custom flows read it; a
+// form-encoded one as text/plain is still read as a form.
+func TestJSONTokenAnswerLabelledText(t *testing.T) {
+	e := newTokenEnv(t, storetest.SQLite)
+	var answer struct{ contentType, body string }
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", answer.contentType)
+		fmt.Fprint(w, answer.body)
+	}))
+	t.Cleanup(srv.Close)
+	for i, tt := range []struct{ contentType, body string }{
+		{"text/plain; charset=utf-8", "\n {\"access_token\":\"" + canary + "-text\",\"expires_in\":120,\"token_type\":\"bearer\"}"},
+		{"text/html", `{"access_token":"` + canary + `-html","expires_in":"120"}`},
+		{"text/plain", "access_token=" + canary + "-form&expires_in=120"},
+	} {
+		t.Run(tt.contentType, func(t *testing.T) {
+			e := e.at(t)
+			answer.contentType, answer.body = tt.contentType, tt.body
+			c := e.create(clientCredentials(fmt.Sprintf("Conn_Text_%d", i), srv.URL+"/token", fmt.Sprintf("text-%d", i)))
+			tok, err := e.m.Token(context.Background(), c)
+			if e.record(err) != nil {
+				t.Fatalf("Token() = %v", err)
+			}
+			if !strings.HasPrefix(tok.AccessToken.Reveal(), canary) || tok.Lifetime() != 2*time.Minute {
+				t.Errorf("token lifetime %v, want the answer's token for 2m", tok.Lifetime())
 			}
 		})
 	}
