@@ -445,12 +445,30 @@ func (f responseCheck) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, errNoAccessToken
 		}
+		// The oauth2 package fails on a field of another type as if the
+		// network had: the access token must be a string, the other
+		// string fields are dropped when they are not.
+		var access string
+		if json.Unmarshal(m["access_token"], &access) != nil {
+			return nil, &TokenError{Reason: "the token endpoint's access_token is not a string", Permanent: true}
+		}
+		changed := false
+		for _, k := range []string{"token_type", "refresh_token", "error", "error_description", "error_uri"} {
+			var s *string
+			if raw, ok := m[k]; ok && json.Unmarshal(raw, &s) != nil {
+				delete(m, k)
+				changed = true
+			}
+		}
 		if raw, ok := m["expires_in"]; ok {
 			if secs, ok := parseExpiresIn(raw); ok {
 				m["expires_in"] = json.RawMessage(strconv.FormatInt(secs, 10))
 			} else {
 				delete(m, "expires_in")
 			}
+			changed = true
+		}
+		if changed {
 			if b, err := json.Marshal(m); err == nil {
 				body = b
 			}

@@ -104,3 +104,47 @@ func TestJSONTokenAnswerLabelledText(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenAnswerFieldTypes: a JSON token answer whose fields have other
+// types than RFC 6749 gives them fails for what it is, never as a
+// transient network failure: an access_token that is not a string is a
+// permanent failure that says so; a refresh_token, token_type or error
+// field that is not one is ignored, so the access token is still used.
+func TestTokenAnswerFieldTypes(t *testing.T) {
+	e := newTokenEnv(t, storetest.SQLite)
+	var body string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	for i, tt := range []struct {
+		name, body, reason string
+	}{
+		{"access_token a number", `{"access_token":12345,"expires_in":60}`, "access_token is not a string"},
+		{"access_token an object", `{"access_token":{"v":"` + canary + `"},"expires_in":60}`, "access_token is not a string"},
+		{"refresh_token a number", `{"access_token":"` + canary + `-a","refresh_token":5,"expires_in":60}`, ""},
+		{"token_type a number, scope a list", `{"access_token":"` + canary + `-a","token_type":7,"scope":["a","b"],"expires_in":60}`, ""},
+		{"error fields of other types", `{"access_token":"` + canary + `-a","error":null,"error_description":{"x":1},"error_uri":3,"expires_in":60}`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := e.at(t)
+			body = tt.body
+			c := e.create(clientCredentials(fmt.Sprintf("Conn_Types_%d", i), srv.URL+"/token", fmt.Sprintf("types-%d", i)))
+			tok, err := e.m.Token(context.Background(), c)
+			e.record(err)
+			if tt.reason != "" {
+				if te := tokenErr(t, err); !strings.Contains(te.Reason, tt.reason) || !te.Permanent {
+					t.Errorf("TokenError = %+v, want a permanent one saying %q", te, tt.reason)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Token() = %v, want the access token", err)
+			}
+			if tok.AccessToken.Reveal() != canary+"-a" || tok.RefreshToken.IsSet() || tok.Lifetime() != time.Minute {
+				t.Errorf("token %+v, want the access token for 1m without a refresh token", tok)
+			}
+		})
+	}
+}
