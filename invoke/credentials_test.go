@@ -54,6 +54,7 @@ func TestServeScrubsCredentials(t *testing.T) {
 		queryKey  = "qk/" + canary + "+= x"
 		headerKey = "hk-" + canary + "/1"
 		password  = "pw/" + canary + " +x"
+		nameKey   = "nk-" + canary + "-1" // a token, fit for a header name
 	)
 	enc := url.QueryEscape(queryKey)
 	for _, tt := range []struct {
@@ -113,6 +114,20 @@ func TestServeScrubsCredentials(t *testing.T) {
 				"Location": "/x?api_key=1"},
 		},
 		{
+			// A RateLimit header's name is the target's to choose too; it
+			// reaches the caller canonicalised, in another case.
+			name:     "API key in a RateLimit header's name",
+			security: &security.APIKey{Name: "X-Api-Key", Key: connections.NewSecret(nameKey)},
+			headers: func(r *http.Request) map[string]string {
+				return map[string]string{
+					"X-Ratelimit-" + r.Header.Get("X-Api-Key"): "1",
+					"Ratelimit-" + r.Header.Get("X-Api-Key"):   "2",
+					"X-Ratelimit-Limit":                        "10",
+				}
+			},
+			want: map[string]string{"X-Ratelimit-" + nameKey: "", "Ratelimit-" + nameKey: "", "X-Ratelimit-Limit": "10"},
+		},
+		{
 			name:     "Basic password",
 			security: &security.Basic{Username: "user", Password: connections.NewSecret(password)},
 			headers: func(r *http.Request) map[string]string {
@@ -168,6 +183,9 @@ func TestServeScrubsCredentials(t *testing.T) {
 			// Every credential holds the canary, which percent-encoding
 			// leaves as it is.
 			for k, vs := range rec.Header() {
+				if strings.Contains(strings.ToLower(k), canary) {
+					t.Errorf("Serve(%s) header name %s holds a credential", tt.name, k)
+				}
 				for _, v := range vs {
 					if strings.Contains(v, canary) {
 						t.Errorf("Serve(%s) header %s = %q holds a credential", tt.name, k, v)

@@ -20,7 +20,7 @@ const minScrub = 4
 // the target's headers: the credential's query parameter is removed from
 // the URLs of Location, Content-Location and Link, and any header that
 // still holds a credential value (raw, or percent-encoded in any way) is
-// dropped.
+// dropped, as is a RateLimit header whose name holds one.
 func scrub(h http.Header, a *security.Applied) {
 	if a.QueryParam != "" {
 		for _, name := range urlHeaders {
@@ -31,6 +31,12 @@ func scrub(h http.Header, a *security.Applied) {
 		}
 	}
 	for k, vs := range h {
+		// The names of the RateLimit headers that pass are the target's to
+		// choose, and reach the caller canonicalised (case changed).
+		if !responseHeaders[k] && nameHoldsSecret(k, a.Secrets) {
+			delete(h, k)
+			continue
+		}
 		for _, v := range vs {
 			if holdsSecret(v, a.Secrets) {
 				delete(h, k)
@@ -38,6 +44,24 @@ func scrub(h http.Header, a *security.Applied) {
 			}
 		}
 	}
+}
+
+// nameHoldsSecret reports whether the header name holds one of secrets,
+// compared in any case. Secrets shorter than minScrub are not searched for.
+func nameHoldsSecret(name string, secrets []string) bool {
+	lower := ""
+	for _, s := range secrets {
+		if len(s) < minScrub || len(s) > len(name) {
+			continue
+		}
+		if lower == "" {
+			lower = strings.ToLower(name)
+		}
+		if strings.Contains(lower, strings.ToLower(s)) {
+			return true
+		}
+	}
+	return false
 }
 
 // holdsSecret reports whether v holds one of secrets (see holds).
