@@ -340,7 +340,12 @@ func (f *CustomFlow) send(ctx context.Context, e *tokenEnv, r *RequestTemplate, 
 		desc, _ := pointed(doc, "/error_description").(string)
 		return nil, classify(&oauth2.RetrieveError{Response: res, ErrorCode: code, ErrorDescription: desc}, &redact)
 	}
-	return f.Response.token(doc, e)
+	tok, err := f.Response.token(doc, e)
+	if err == nil && f.Apply.In != InQuery && !httpguts.ValidHeaderFieldValue(tok.AccessToken.Reveal()) {
+		// It would fail every call until it expires: it is not kept.
+		return nil, &TokenError{Reason: "the token endpoint's access_token cannot be sent in a header (it holds CR, LF or other control characters)", Permanent: true}
+	}
+	return tok, err
 }
 
 // decodeAnswer reads a token endpoint's answer: JSON, or a form-encoded

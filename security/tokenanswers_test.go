@@ -43,7 +43,7 @@ func TestOddTokenAnswers(t *testing.T) {
 			reason: "invalid_grant: bad [redacted] given"},
 		{name: "answer over 1 MiB", contentType: js, body: big, reason: "larger than 1 MiB", custom: true},
 		{name: "access token with CR LF", contentType: js, body: `{"access_token":"` + canary + `-a\r\nX-Evil: 1","expires_in":60}`,
-			reason: "access_token cannot be sent in a header"},
+			reason: "access_token cannot be sent in a header", custom: true},
 		{name: "token type with CR LF", contentType: js, body: `{"access_token":"` + canary + `-a","token_type":"Bearer\r\nX-Evil: 1"}`,
 			reason: "token_type"},
 	}
