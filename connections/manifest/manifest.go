@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -99,6 +100,11 @@ func Decode(file string, data []byte) ([]Document, error) {
 }
 
 func decodeJSON(file string, data []byte) ([]Document, error) {
+	if !utf8.Valid(data) {
+		// encoding/json would replace the bytes with U+FFFD and go on;
+		// YAML files are refused for the same, so JSON files are too.
+		return nil, fmt.Errorf("%s: not valid UTF-8", file)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var v any

@@ -30,6 +30,8 @@ func TestDecode(t *testing.T) {
 		{"a JSON array of non-objects", "a.json", `[1]`, nil, "a.json#1: a document must be an object"},
 		{"two JSON values", "a.json", `{} {}`, nil, "more than one JSON value"},
 		{"broken JSON", "a.json", `{"a":`, nil, "not valid JSON"},
+		{"invalid UTF-8 in JSON", "a.json", "{\"a\": \"x\xff\"}", nil, "a.json: not valid UTF-8"},
+		{"invalid UTF-8 in YAML", "a.yaml", "a: \"x\xff\"\n", nil, "a.yaml#1"},
 		{"a scalar document", "a.yaml", "just text\n", nil, "a.yaml#1: a document must be a mapping"},
 		{"anchors and aliases", "a.yaml", "a: &x [1]\nb: *x\n", nil, "a.yaml#1: a: YAML anchors and aliases"},
 		{"merge keys", "a.yaml", "a: {x: 1}\nb:\n  <<: {y: 2}\n", nil, "merge keys"},
