@@ -79,8 +79,9 @@ func (s *Server) observe() gin.HandlerFunc {
 			}
 			status := c.Writer.Status()
 			elapsed := time.Since(start)
-			s.metrics.requests.WithLabelValues(c.Request.Method, route, strconv.Itoa(status)).Inc()
-			s.metrics.duration.WithLabelValues(c.Request.Method, route).Observe(elapsed.Seconds())
+			method := metricMethod(c.Request.Method)
+			s.metrics.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+			s.metrics.duration.WithLabelValues(method, route).Observe(elapsed.Seconds())
 			level := slog.LevelInfo
 			if status >= 500 {
 				level = slog.LevelError
@@ -248,4 +249,17 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	}
 	reg.MustRegister(m.requests, m.duration)
 	return m
+}
+
+// metricMethod is a request's method as a metric label: the standard
+// methods as they are, any other as OTHER. Anyone can send a made-up
+// method, without a key, and each label value would be a series kept
+// for the life of the process.
+func metricMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "OTHER"
 }

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -47,6 +48,15 @@ func TestOperations(t *testing.T) {
 	h.do("GET", "/docs/../../etc/passwd", "", nil).problem(t, 404, "route_not_found")
 	h.do("GET", "/nope", "", nil).problem(t, 404, "route_not_found")
 	h.do("PATCH", "/api/v1/connections", h.admin, nil).problem(t, 405, "method_not_allowed")
+	// Methods are a metric label: one that anyone can make up, without a
+	// key, counts as OTHER, or each would add a series forever.
+	for i := range 3 {
+		h.do(fmt.Sprintf("MADEUP%dMETHOD", i), "/healthz", "", nil)
+	}
+	m = h.do("GET", "/metrics", h.admin, nil)
+	if strings.Contains(string(m.body), "MADEUP") || !strings.Contains(string(m.body), `method="OTHER"`) {
+		t.Errorf("made-up methods in the metrics, want them as OTHER:\n%s", m.body)
+	}
 
 	// A caller's request id is echoed and used; a hostile one is replaced.
 	if res := h.do("GET", "/healthz", "", nil, "X-Request-Id", "abc-123"); res.header.Get("X-Request-Id") != "abc-123" {
