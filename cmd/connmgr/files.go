@@ -75,12 +75,18 @@ func expandPaths(paths []string) ([]string, error) {
 			out = append(out, p)
 			continue
 		}
+		// A symlink to a directory is walked as the directory (WalkDir
+		// would take it as a file): a trailing separator resolves it.
+		root := p
+		if li, err := os.Lstat(p); err == nil && li.Mode()&fs.ModeSymlink != 0 {
+			root = p + string(filepath.Separator)
+		}
 		var found []string
-		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+		err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
-			if path != p && strings.HasPrefix(d.Name(), ".") {
+			if path != root && strings.HasPrefix(d.Name(), ".") {
 				if d.IsDir() {
 					return filepath.SkipDir
 				}
@@ -109,6 +115,13 @@ func expandPaths(paths []string) ([]string, error) {
 // readBounded reads a file of at most limit bytes, saying so when it is
 // larger, without reading it whole.
 func readBounded(path string, limit int64) ([]byte, error) {
+	// Checked before opening too: opening a FIFO waits for a writer,
+	// forever and deaf to Ctrl-C.
+	if info, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -243,7 +256,7 @@ func resolveDocument(d manifest.Document, dir string, o loadOptions) (json.RawMe
 			}
 			b, err := readBounded(p, maxRefFile)
 			if err != nil {
-				errs = append(errs, path+": "+ref.String()+": "+strings.TrimPrefix(err.Error(), "open "))
+				errs = append(errs, path+": "+ref.String()+": "+strings.TrimPrefix(strings.TrimPrefix(err.Error(), "open "), "stat "))
 				return s, false
 			}
 			v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")

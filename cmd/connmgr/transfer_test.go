@@ -17,7 +17,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/security/keyring"
@@ -543,5 +545,41 @@ func TestClientCommands(t *testing.T) {
 	}
 	if r = runCLIRun(t, e, "connections", "delete", "Conn_Local_Invoke_None", "--if-match", "1"); r.code != 0 {
 		t.Errorf("delete at its version: exit %d %s", r.code, r.stderr)
+	}
+}
+
+// TestLoadDocumentsSpecialPaths: a directory given through a symlink is
+// read as the directory, and a FIFO named *.yaml (in a directory or as a
+// ${file:...}) is refused at once instead of waiting for a writer forever.
+func TestLoadDocumentsSpecialPaths(t *testing.T) {
+	const doc = "apiVersion: connmgr/v1\nkind: Connection\nmetadata: {name: Conn_A}\nspec: {role: INVOKE, security: {policy: NONE}}\n"
+	o := loadOptions{getenv: func(string) string { return "" }}
+
+	dir := t.TempDir()
+	writeDoc(t, dir, "a.yaml", doc)
+	link := filepath.Join(t.TempDir(), "connections")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := loadDocuments([]string{link}, o); err != nil || len(l.docs) != 1 {
+		t.Errorf("loadDocuments(a symlink to a directory) = %v, want its one document", err)
+	}
+
+	fifoDir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(fifoDir, "fifo.yaml"), 0o644); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	writeDoc(t, fifoDir, "ref.yaml", strings.Replace(doc, "policy: NONE", "policy: BASIC, username: u, password: '${file:fifo.yaml}'", 1)+"\n")
+	for _, paths := range [][]string{{fifoDir}, {filepath.Join(fifoDir, "ref.yaml")}} {
+		done := make(chan error, 1)
+		go func() { _, err := loadDocuments(paths, o); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("loadDocuments(%v) = %v, want the FIFO refused as not a regular file", paths, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("loadDocuments(%v) waits on the FIFO", paths)
+		}
 	}
 }
