@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -269,6 +270,7 @@ func (s *Server) readDocument(i int, raw json.RawMessage) (connections.Document,
 		conn.Labels = map[string]string{}
 	}
 	doc := connections.Document{Connection: conn}
+	errs = append(errs, refsOutsideSecrets(conn, d.Spec)...)
 	errs = append(errs, s.openSecrets(conn)...)
 	if d.Token != nil && d.Token.RefreshToken != "" {
 		rt, err := s.openRefreshToken(conn, d.Token.RefreshToken)
@@ -312,6 +314,48 @@ func (s *Server) openSecrets(c *connections.Connection) connections.ValidationEr
 		}
 		r.Set(value)
 	}
+	return errs
+}
+
+// refsOutsideSecrets reports the references in fields of spec that are
+// not secrets of c: there a ${sealed:...} would be kept as text (a value
+// moved out of its field, sent to the target as it is), and an
+// ${env:...} or ${file:...} the client should have resolved too.
+func refsOutsideSecrets(c *connections.Connection, spec json.RawMessage) connections.ValidationErrors {
+	secret := map[string]bool{}
+	for _, r := range c.AllSecrets() {
+		secret["spec."+connections.SecretField(r.Path)] = true
+	}
+	var v any
+	if json.Unmarshal(spec, &v) != nil {
+		return nil
+	}
+	var errs connections.ValidationErrors
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for _, k := range slices.Sorted(maps.Keys(v)) {
+				walk(path+"."+k, v[k])
+			}
+		case []any:
+			for i, e := range v {
+				walk(fmt.Sprintf("%s[%d]", path, i), e)
+			}
+		case string:
+			ref, ok := manifest.ParseRef(v)
+			switch {
+			case !ok || secret[path]:
+			case ref.Kind == "sealed":
+				errs = append(errs, &connections.ValidationError{Field: path, Reason: "holds a sealed value, but it is not a secret field: " +
+					"sealed values are opened only in the secret fields they were sealed for"})
+			default:
+				errs = append(errs, &connections.ValidationError{Field: path, Reason: ref.String() +
+					" must be resolved by the client before it is sent (connmgr apply resolves ${env:NAME} and ${file:PATH})"})
+			}
+		}
+	}
+	walk("spec", v)
 	return errs
 }
 
