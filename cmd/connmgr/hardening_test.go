@@ -248,6 +248,44 @@ func TestSlowSockets(t *testing.T) {
 	}
 }
 
+// TestIdleConnectionsShed (#8 item 4): connections that each send one
+// request and then stay idle cannot fill CONNMGR_MAX_CONNECTIONS until
+// their idle timeout (here the default minute): past 90% of the slots
+// connmgr closes idle connections, so a new caller is served.
+func TestIdleConnectionsShed(t *testing.T) {
+	t.Parallel()
+	const maxConns = 20
+	p := startProc(t, "connmgr", newEnv(t).with("CONNMGR_MAX_CONNECTIONS", strconv.Itoa(maxConns)))
+	for i := range maxConns {
+		c, err := net.DialTimeout("tcp", p.hostPort(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: c\r\n\r\n"); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		res.Body.Close()
+	}
+	// The idle timeout is a minute: a caller that got no slot would wait
+	// that long.
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	r, err := request(context.Background(), fresh, "GET", p.url+"/healthz", "", nil)
+	switch {
+	case err != nil:
+		t.Errorf("GET /healthz with %d idle connections open: %v, want 200", maxConns, err)
+	case r.status != http.StatusOK:
+		t.Errorf("GET /healthz with %d idle connections open = %s, want 200", maxConns, r)
+	default:
+		t.Logf("GET /healthz with %d idle connections open: 200 in %v", maxConns, r.took.Round(time.Millisecond))
+	}
+}
+
 // serverSocket finds, in /proc/net/tcp, the socket of the server side of
 // the connection from client to the server at serverPort, and returns its
 // inode: 0 once no process holds it (closed, the kernel finishing it), -1

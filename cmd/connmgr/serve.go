@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -170,8 +171,47 @@ func ownOrigins(bound net.Addr) []string {
 // that sockets that send slowly or not at all are closed rather than held.
 func newServer(h http.Handler, cfg *config, log *slog.Logger) *http.Server {
 	// An idle keep-alive connection holds one of the MaxConnections slots
-	// too: it gets no longer than a request would to send itself.
-	return &http.Server{Handler: h, ReadHeaderTimeout: min(10*time.Second, cfg.ReadTimeout),
+	// too: it gets no longer than a request would to send itself, and
+	// fewer than that when the slots run out (shedIdle).
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: min(10*time.Second, cfg.ReadTimeout),
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: min(120*time.Second, cfg.ReadTimeout),
 		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv.ConnState = shedIdle(srv, cfg.MaxConnections)
+	return srv
+}
+
+// shedIdle returns a ConnState hook that keeps idle connections from
+// holding the slots of a listener limited to limit connections: anyone
+// can open connections, send one request each and leave them idle, and
+// the next caller would wait for IdleTimeout. From 90% of the slots taken
+// keep-alives are off, which closes the idle connections at once (and
+// those that have not sent a request in 5s) and each other one after its
+// answer; from half of them free, they are on again.
+func shedIdle(srv *http.Server, limit int) func(net.Conn, http.ConnState) {
+	var (
+		mu       sync.Mutex
+		open     int
+		shedding bool
+	)
+	high, low := max(1, limit*9/10), limit/2
+	return func(_ net.Conn, state http.ConnState) {
+		if state != http.StateNew && state != http.StateHijacked && state != http.StateClosed {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if state == http.StateNew {
+			open++
+		} else {
+			open--
+		}
+		switch {
+		case !shedding && open >= high:
+			shedding = true
+			srv.SetKeepAlivesEnabled(false)
+		case shedding && open <= low:
+			shedding = false
+			srv.SetKeepAlivesEnabled(true)
+		}
+	}
 }
