@@ -3,8 +3,12 @@ package security_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/connmgr/connmgr/connections"
 	"github.com/connmgr/connmgr/security"
@@ -74,6 +78,53 @@ func TestAssumeRoleExpirationOnSTSClock(t *testing.T) {
 			}
 			if got := tok.Lifetime(); got != tt.want {
 				t.Errorf("temporary credentials kept for %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestJWTAccessTokenLifetimeUnderClockSkew: without expires_in, a JWT
+// access token's lifetime comes from its exp; when it has an iat too, the
+// lifetime is at most exp - iat (the issuer's clock ahead of connmgr's
+// does not make it live longer), and an exp already past on connmgr's
+// clock (connmgr's clock ahead) is exp - iat rather than the default.
+func TestJWTAccessTokenLifetimeUnderClockSkew(t *testing.T) {
+	const defaultTTL = 45 * time.Minute
+	e := newTokenEnv(t, storetest.SQLite, func(cfg *security.ManagerConfig) { cfg.DefaultTTL = defaultTTL })
+	var access string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer"}`, access)
+	}))
+	t.Cleanup(srv.Close)
+	for i, tt := range []struct {
+		name  string
+		skew  time.Duration // the issuer's clock minus connmgr's
+		noIat bool
+		want  time.Duration
+	}{
+		{name: "clocks agree", want: 5 * time.Minute},
+		{name: "issuer 10m ahead", skew: 10 * time.Minute, want: 5 * time.Minute},
+		{name: "issuer 10m behind", skew: -10 * time.Minute, want: 5 * time.Minute},
+		{name: "issuer 10m behind, no iat", skew: -10 * time.Minute, noIat: true, want: defaultTTL},
+		{name: "issuer 2m behind, no iat", skew: -2 * time.Minute, noIat: true, want: 3 * time.Minute},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := e.at(t)
+			iat := e.clock.Now().Add(tt.skew)
+			claims := jwt.MapClaims{"sub": "svc", "exp": iat.Add(5 * time.Minute).Unix()}
+			if !tt.noIat {
+				claims["iat"] = iat.Unix()
+			}
+			access = jwtToken(t, jwt.SigningMethodHS256, []byte("k"), claims)
+			e.secret(access)
+			c := e.create(clientCredentials(fmt.Sprintf("Conn_JWT_Access_%d", i), srv.URL+"/token", fmt.Sprintf("jwt-access-%d", i)))
+			tok, err := e.m.Token(context.Background(), c)
+			if e.record(err) != nil {
+				t.Fatal(err)
+			}
+			if got := tok.Lifetime(); got != tt.want {
+				t.Errorf("lifetime %v, want %v", got, tt.want)
 			}
 		})
 	}

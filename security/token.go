@@ -79,7 +79,9 @@ func lifetime(expiresIn int64, access string, now time.Time, def time.Duration) 
 
 // jwtLifetime reads the exp claim of an access token that is a JWT,
 // without verifying it (connmgr is not its audience; only the lifetime is
-// of interest), and returns the time left, or 0.
+// of interest), and returns the time left, or 0. exp is on the issuer's
+// clock: with an iat, the token lives at most exp - iat, and an exp past
+// on our clock (ours ahead) leaves exp - iat as the best estimate.
 func jwtLifetime(access string, now time.Time) time.Duration {
 	if strings.Count(access, ".") != 2 {
 		return 0
@@ -88,5 +90,12 @@ func jwtLifetime(access string, now time.Time) time.Duration {
 	if _, _, err := jwt.NewParser().ParseUnverified(access, &claims); err != nil || claims.ExpiresAt == nil {
 		return 0
 	}
-	return claims.ExpiresAt.Sub(now)
+	left := claims.ExpiresAt.Sub(now)
+	if claims.IssuedAt != nil && claims.ExpiresAt.After(claims.IssuedAt.Time) {
+		issued := claims.ExpiresAt.Sub(claims.IssuedAt.Time)
+		if left <= 0 || left > issued {
+			return issued
+		}
+	}
+	return left
 }
