@@ -133,9 +133,80 @@ func decodeJSON(file string, data []byte) ([]Document, error) {
 		if depth(it) > maxDepth {
 			return nil, fmt.Errorf("%s#%d: nested more than %d levels deep", file, i+1, maxDepth)
 		}
+		if err := duplicateKeys(it); err != nil {
+			return nil, fmt.Errorf("%s#%d: %v", file, i+1, err)
+		}
 		out = append(out, Document{File: file, Index: i + 1, JSON: bytes.TrimSpace(it)})
 	}
 	return out, nil
+}
+
+// duplicateKeys refuses an object that holds a key twice, as YAML files
+// are refused: encoding/json would keep the last value, which a reader
+// of the file may not notice.
+func duplicateKeys(b []byte) error {
+	type frame struct {
+		keys    map[string]bool // nil for an array
+		path    string          // of the object or array
+		key     string          // the member being read
+		wantKey bool
+		idx     int
+	}
+	var stack []*frame
+	// done moves the innermost container past a value it holds.
+	done := func() {
+		if len(stack) == 0 {
+			return
+		}
+		if top := stack[len(stack)-1]; top.keys != nil {
+			top.wantKey = true
+		} else {
+			top.idx++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	for {
+		t, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if k, ok := t.(string); ok && top != nil && top.keys != nil && top.wantKey {
+			if top.keys[k] {
+				if top.path == "" {
+					return fmt.Errorf("key %q appears twice", k)
+				}
+				return fmt.Errorf("%s: key %q appears twice", top.path, k)
+			}
+			top.keys[k], top.key, top.wantKey = true, k, false
+			continue
+		}
+		switch t {
+		case json.Delim('{'), json.Delim('['):
+			f := &frame{}
+			switch {
+			case top != nil && top.keys != nil:
+				f.path = joinPath(top.path, top.key)
+			case top != nil:
+				f.path = fmt.Sprintf("%s[%d]", top.path, top.idx)
+			}
+			if t == json.Delim('{') {
+				f.keys, f.wantKey = map[string]bool{}, true
+			}
+			stack = append(stack, f)
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			done()
+		default:
+			done()
+		}
+	}
 }
 
 // depth is the nesting depth of a JSON text.
