@@ -3,6 +3,7 @@ package connections
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"slices"
@@ -242,7 +243,8 @@ func splitTag(s string) []string {
 }
 
 // Origin returns the origin of an absolute URL, scheme://host:port in
-// lower case with the scheme's default port made explicit, or "" when raw
+// lower case with the scheme's default port made explicit and an IP
+// address in its one canonical form, or "" when raw
 // is not an absolute http(s) URL. Credentials are bound to origins: an
 // https origin and an http one on the same host differ.
 func Origin(raw string) string {
@@ -262,6 +264,10 @@ func Origin(raw string) string {
 		return ""
 	}
 	host := strings.ToLower(u.Hostname())
+	if ip, err := netip.ParseAddr(host); err == nil {
+		// One spelling per address: ::ffff:127.0.0.1 is 127.0.0.1.
+		host = ip.Unmap().String()
+	}
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}

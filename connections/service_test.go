@@ -117,6 +117,14 @@ func TestServiceCreate(t *testing.T) {
 			if err := own.Create(ctx, "alice", c); !slices.Equal(fields(err), []string{"baseUrl"}) {
 				t.Errorf("Create(base URL of connmgr) = %v, want an error for baseUrl", err)
 			}
+			// The same address written as an IPv4-mapped IPv6 address.
+			own.OwnOrigins = []string{"http://127.0.0.1:8080"}
+			for _, base := range []string{"http://[::ffff:127.0.0.1]:8080/invoke/Conn_Loop", "http://[0:0:0:0:0:ffff:7f00:1]:8080/"} {
+				c.BaseURL = base
+				if err := own.Create(ctx, "alice", c); !slices.Equal(fields(err), []string{"baseUrl"}) {
+					t.Errorf("Create(base URL %s, connmgr at 127.0.0.1:8080) = %v, want an error for baseUrl", base, err)
+				}
+			}
 		})
 		t.Run("exists", func(t *testing.T) {
 			if err := svc.Create(ctx, "bob", newConn("CONN_NONE", security.PolicyNone)); !errors.Is(err, connections.ErrExists) {
