@@ -205,6 +205,14 @@ func TestApplyRefusesWhole(t *testing.T) {
 		if got := fields(err); !slices.Equal(got, want) {
 			t.Errorf("Apply errors on %v, want %v (%v)", got, want, err)
 		}
+		// A name that differs from a stored one only in case is refused
+		// before anything is written, not when its create fails.
+		recased := stored.Clone()
+		recased.Name = strings.ToLower(stored.Name)
+		_, err = svc.Apply(ctx, "ci", []connections.Document{doc(good, nil), doc(recased, nil)}, connections.ApplyOptions{})
+		if got := fields(err); !slices.Equal(got, []string{"documents[1].metadata.name"}) {
+			t.Errorf("Apply of %s = %v, want an error on documents[1].metadata.name", recased.Name, err)
+		}
 		if _, err := svc.Get(ctx, good.Name); !errors.Is(err, connections.ErrNotFound) {
 			t.Errorf("a refused apply created %s", good.Name)
 		}
