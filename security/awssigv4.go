@@ -320,7 +320,7 @@ func stsFailure(err error, e *tokenEnv) *TokenError {
 	}
 	code := api.ErrorCode()
 	out := &TokenError{Status: status, Reason: "STS AssumeRole failed"}
-	if safeCode(code) {
+	if safeCode(code, e.secrets) {
 		out.OAuthCode = code
 		out.Reason = "STS AssumeRole: " + code
 		if d := sanitize(code, api.ErrorMessage(), e.secrets); d != "" {

@@ -155,7 +155,7 @@ func (k *Consent) complete(ctx context.Context, q url.Values) (*connections.Conn
 	}
 	if code := q.Get("error"); code != "" {
 		reason := "the authorization server answered an error"
-		if safeCode(code) {
+		if safeCode(code, e.secrets) {
 			reason = code
 			if d := sanitize(code, q.Get("error_description"), e.secrets); d != "" {
 				reason += ": " + d

@@ -121,11 +121,16 @@ var genericDescriptions = map[string]string{
 }
 
 // safeCode accepts RFC 6749 error codes (%x20-21 / %x23-5B / %x5D-7E,
-// short, here limited to letters, digits and '_'); anything else is not
-// echoed.
-func safeCode(s string) bool {
+// short, here limited to letters, digits and '_') that hold none of the
+// connection's secrets; anything else is not echoed.
+func safeCode(s string, secrets []string) bool {
 	if s == "" || len(s) > 64 {
 		return false
+	}
+	for _, secret := range secrets {
+		if len(secret) >= 4 && strings.Contains(s, secret) {
+			return false
+		}
 	}
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r == '_' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {

@@ -2,10 +2,12 @@ package security_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -138,4 +140,55 @@ func TestProviderErrorReason(t *testing.T) {
 // httpReason is the reason of a bare HTTP error.
 func httpReason(status int) string {
 	return fmt.Sprintf("HTTP %d from the token endpoint, no OAuth error given", status)
+}
+
+// TestProviderErrorEchoesSecret: a token endpoint that echoes the client
+// secret as its error code, or the Basic credentials it was sent in its
+// description (form-encoded, BASIC_HEADER, and raw, BASIC_HEADER_RAW),
+// has neither shown: not in the reason, the code, the token's last error
+// or the status reason.
+func TestProviderErrorEchoesSecret(t *testing.T) {
+	forTokenEnvs(t, nil, func(t *testing.T, e *tokenEnv, ts *tokenServer) {
+		ctx := context.Background()
+		for i, auth := range []security.ClientAuth{security.ClientAuthBasic, security.ClientAuthBasicRaw} {
+			t.Run(string(auth), func(t *testing.T) {
+				e := e.at(t)
+				id := fmt.Sprintf("echo-%d", i)
+				secret := canary + "EchoedSecret" + strconv.Itoa(i) // letters and digits: a valid error code
+				c := clientCredentials(fmt.Sprintf("Conn_Echo_%d", i), ts.URL(), id)
+				oauthClient(c).ClientSecret = connections.NewSecret(secret)
+				oauthClient(c).ClientAuth = auth
+				c = e.create(c)
+				sent := []string{
+					base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id) + ":" + url.QueryEscape(secret))),
+					base64.StdEncoding.EncodeToString([]byte(id + ":" + secret)),
+				}
+				desc := "you sent Basic " + sent[0] + " or " + sent[1]
+				ts.script(func(s *tokenServer) {
+					s.description = &desc
+					s.fail = &tokenFailure{status: http.StatusUnauthorized, code: secret}
+				})
+				defer ts.recover()
+
+				_, err := e.m.Token(ctx, c)
+				te := tokenErr(t, e.record(err))
+				info, err := e.m.Info(ctx, c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := e.get(c.Name)
+				for what, text := range map[string]string{"TokenError.Reason": te.Reason, "TokenError.OAuthCode": te.OAuthCode,
+					"Info().LastError": info.LastError, "StatusReason": got.StatusReason} {
+					for _, s := range append([]string{secret, canary}, sent...) {
+						if strings.Contains(text, s) {
+							t.Errorf("%s = %q holds %q", what, text, s)
+						}
+					}
+				}
+				if te.Reason != httpReason(http.StatusUnauthorized) {
+					t.Errorf("TokenError.Reason = %q, want %q", te.Reason, httpReason(http.StatusUnauthorized))
+				}
+			})
+		}
+	})
 }

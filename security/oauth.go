@@ -126,6 +126,19 @@ func containsAuth(a ClientAuth) bool {
 	return false
 }
 
+// sentForms are the forms, other than itself, in which the client secret
+// goes to the token endpoint: the Basic credentials of BASIC_HEADER
+// (form-encoded) and of BASIC_HEADER_RAW. An endpoint may echo them in an
+// error, so they are redacted as the secret is.
+func (cl *Client) sentForms() []string {
+	if !cl.ClientSecret.IsSet() {
+		return nil
+	}
+	id, secret := cl.ClientID, cl.ClientSecret.Reveal()
+	return []string{base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id) + ":" + url.QueryEscape(secret))),
+		base64.StdEncoding.EncodeToString([]byte(id + ":" + secret))}
+}
+
 // usesSecret reports whether the client's authentication needs the client
 // secret.
 func (cl *Client) usesSecret() bool {
@@ -369,19 +382,19 @@ func classify(err error, e *tokenEnv) *TokenError {
 	}
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		out := &TokenError{OAuthCode: re.ErrorCode}
+		out := &TokenError{}
 		if re.Response != nil {
 			out.Status = re.Response.StatusCode
 			out.RetryAfter = outbound.RetryAfter(re.Response.Header.Get("Retry-After"), e.now)
 		}
 		switch {
-		case safeCode(re.ErrorCode):
+		case safeCode(re.ErrorCode, e.secrets):
+			out.OAuthCode = re.ErrorCode
 			out.Reason = re.ErrorCode
 			if d := sanitize(re.ErrorCode, re.ErrorDescription, e.secrets); d != "" {
 				out.Reason += ": " + d
 			}
 		case out.Status != 0:
-			out.OAuthCode = ""
 			out.Reason = httpReason(out.Status)
 		default:
 			out.Reason = "the token endpoint answered with an error"

@@ -189,6 +189,9 @@ func (m *Manager) env(c *connections.Connection) (*tokenEnv, error) {
 			e.secrets = append(e.secrets, v.Reveal())
 		}
 	}
+	if f, ok := c.Security.(interface{ sentForms() []string }); ok {
+		e.secrets = append(e.secrets, f.sentForms()...)
+	}
 	e.discover = func(ctx context.Context, issuer string) (*Metadata, error) {
 		return m.meta.get(ctx, client, issuer)
 	}
