@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -173,11 +172,6 @@ func (s *Server) readDocuments(raw []json.RawMessage) ([]connections.Document, c
 	var errs connections.ValidationErrors
 	docs := make([]connections.Document, 0, len(raw))
 	for i, r := range raw {
-		if !utf8.Valid(r) {
-			// encoding/json would read the bytes as U+FFFD and go on.
-			errs = append(errs, &connections.ValidationError{Field: fmt.Sprintf("documents[%d]", i), Reason: "is not valid UTF-8"})
-			continue
-		}
 		d, err := s.readDocument(i, r)
 		if err != nil {
 			errs = append(errs, documentErrors(i, err)...)

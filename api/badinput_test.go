@@ -33,6 +33,7 @@ func TestBadInput(t *testing.T) {
 		{"null", `null`, "", 422, "validation_failed", "security"},
 		{"two values", valid + valid, "", 400, "malformed_request", ""},
 		{"trailing garbage", valid + "x", "", 400, "malformed_request", ""},
+		{"invalid UTF-8 in a string", with(`"role"`, "\"description\":\"caf\xe9\",\"role\""), "", 400, "malformed_request", ""},
 		{"form content type", valid, "application/x-www-form-urlencoded", 415, "unsupported_media_type", ""},
 		{"bad content type", valid, "application/json; charset", 415, "unsupported_media_type", ""},
 		{"unknown field", with(`"role"`, `"colour":"red","role"`), "", 422, "validation_failed", "colour"},

@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 )
@@ -19,7 +20,16 @@ import (
 // decodeJSON reads one JSON value from r into v, strictly: unknown fields,
 // trailing data and type mismatches are errors that name the field.
 func decodeJSON(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
+	// The decoder would turn invalid UTF-8 into U+FFFD and store it: a
+	// body that is not UTF-8 is refused as RFC 8259 §8.1 says.
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return jsonProblem(err)
+	}
+	if !utf8.Valid(b) {
+		return newProblem(http.StatusBadRequest, "malformed_request", "the body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonProblem(err)
