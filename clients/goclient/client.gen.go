@@ -3404,16 +3404,19 @@ type SecurityOAuth2PasswordCreatePolicy string
 // `tokenUrl`, the client authenticating as `clientAuth` says (as for client
 // credentials), and keeps the token it gets like any token. The subject token is either
 // `subjectToken` (a secret, sent only to the token endpoint's origin) or the current
-// token of the connection named by `subjectConnection` (one whose policy has tokens; the
-// token request fails otherwise), which connmgr obtains and refreshes as that
-// connection's own: every exchange sends the subject token current at that moment. `subjectConnection` may not name the connection itself (422) nor lead back
-// to it through other token-exchange connections (the token request then fails). A
-// subject connection's token is sent only to an origin that token already goes to: the
-// subject connection's base URL or an origin its secrets are entered for, such as its
-// token endpoint. Another `tokenUrl` is refused when a token is requested (a permanent
-// token error naming the allowed origins; not checked on create, and not expressible
-// here), so that a connection cannot have another connection's token sent to an
-// endpoint of its choosing. An issued token of type `N_A` (RFC 8693 §2.2.1) is sent as a
+// token of the connection named by `subjectConnection`, which connmgr obtains and
+// refreshes as that connection's own: every exchange sends the subject token current at
+// that moment. A subject connection must be of a policy that obtains access tokens
+// (the OAuth 2.0 policies, the custom flows, JWT bearer; not AWS_SIGV4, whose temporary
+// credentials hold a secret key). `subjectConnection` may not name the connection itself
+// (422) nor lead back to it through other token-exchange connections (the token request
+// then fails). A subject connection's token is sent only to an origin that token already
+// goes to: the subject connection's base URL or an origin its secrets are entered for,
+// such as its token endpoint. Both rules are checked on create, replace and apply
+// against a subject connection that exists then (422 on `security.subjectConnection` or
+// `security.tokenUrl`), and again at every token request (a permanent token error), as
+// the subject connection may change or come later; so a connection cannot have another
+// connection's token sent to an endpoint of its choosing. An issued token of type `N_A` (RFC 8693 §2.2.1) is sent as a
 // bearer token. `audience`, `resource`, `scopes`, `requestedTokenType` and `extraParams`
 // go with the request; `subjectTokenType` defaults to
 // urn:ietf:params:oauth:token-type:access_token. Not expressible here: that `resource`
