@@ -163,7 +163,7 @@ func (p *TokenExchange) obtain(ctx context.Context, e *tokenEnv, c *connections.
 	if err != nil {
 		return nil, err
 	}
-	if tok.TokenType == "N_A" {
+	if strings.EqualFold(tok.TokenType, "N_A") {
 		// RFC 8693 §2.2.1: the issued token is not an OAuth access token;
 		// it is still sent as a bearer credential.
 		tok.TokenType = "Bearer"

@@ -3,6 +3,7 @@ package security_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -285,5 +286,26 @@ func hasField(err error, field, reason string) bool {
 	var ves connections.ValidationErrors
 	return errors.As(err, &ves) && slices.ContainsFunc(ves, func(ve *connections.ValidationError) bool {
 		return ve.Field == field && strings.Contains(ve.Reason, reason)
+	})
+}
+
+// TestTokenExchangeNotAnAccessToken: an issued token of type N_A (RFC 8693
+// §2.2.1; servers differ in its case) is sent as a bearer token.
+func TestTokenExchangeNotAnAccessToken(t *testing.T) {
+	forEngine(t, func(t *testing.T, engine storetest.Engine) {
+		e := newTokenEnv(t, engine)
+		for i, typ := range []string{"N_A", "n_a"} {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"access_token": "issued-%d", "token_type": %q, "expires_in": 300,
+					"issued_token_type": "urn:ietf:params:oauth:token-type:jwt"}`, i, typ)
+			}))
+			defer srv.Close()
+			c := e.create(tokenExchange(fmt.Sprintf("Conn_TE_NA_%d", i), srv.URL+"/token", "token:subject-token"))
+			tok, err := e.m.Token(context.Background(), c)
+			if err != nil || tok.TokenType != "Bearer" {
+				t.Errorf("token_type %s: Token() = %+v, %v; want a bearer token", typ, tok, err)
+			}
+		}
 	})
 }

@@ -65,6 +65,8 @@ func Decode(file string, data []byte) ([]Document, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("%s: %d bytes, larger than the %d MiB a file may be", file, len(data), MaxFileSize>>20)
 	}
+	// A byte order mark, as some Windows editors write, is not content.
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	trimmed := bytes.TrimLeftFunc(data, unicode.IsSpace)
 	if strings.EqualFold(filepath.Ext(file), ".json") || len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
 		return decodeJSON(file, trimmed)

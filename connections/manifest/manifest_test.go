@@ -25,6 +25,7 @@ func TestDecode(t *testing.T) {
 		{"one YAML document", "a.yaml", doc, []string{`{"apiVersion":"connmgr/v1","kind":"Connection","metadata":{"name":"Conn_A"},"spec":{"role":"INVOKE","timeoutMs":30000,"keywords":["a","b"],"on":true,"none":null}}`}, ""},
 		{"a stream with empty documents", "a.yml", "---\n" + doc + "---\n---\nkind: B\n...\n", []string{"", `{"kind":"B"}`}, ""},
 		{"a JSON object", "a.json", `{"kind": "A"}`, []string{`{"kind": "A"}`}, ""},
+		{"a JSON object after a byte order mark", "a.json", "\ufeff" + `{"kind": "A"}`, []string{`{"kind": "A"}`}, ""},
 		{"a JSON array", "a.txt", ` [{"kind": "A"}, {"kind": "B"}]`, []string{`{"kind": "A"}`, `{"kind": "B"}`}, ""},
 		{"strings that look like other types stay strings", "a.yaml", "x: '123'\ny: \"true\"\n", []string{`{"x":"123","y":"true"}`}, ""},
 		{"a JSON array of non-objects", "a.json", `[1]`, nil, "a.json#1: a document must be an object"},
