@@ -163,7 +163,7 @@ func (f *fixture) codeConn(name, issuer, tokenURL, checkIssuer string) map[strin
 // 1. Client credentials with every client authentication mode.
 func (f *fixture) clientCredentials(t *testing.T) {
 	tokenURL := f.issuer + "/token"
-	basic, post, special := need(t, "CC_BASIC_SECRET"), need(t, "CC_POST_SECRET"), need(t, "CC_SPECIAL_SECRET")
+	basic, post, special, sjwt := need(t, "CC_BASIC_SECRET"), need(t, "CC_POST_SECRET"), need(t, "CC_SPECIAL_SECRET"), need(t, "CC_SJWT_SECRET")
 	key, err := os.ReadFile(need(t, "CC_JWT_KEY_FILE"))
 	if err != nil {
 		t.Fatalf("fixture: %v", err)
@@ -210,6 +210,10 @@ func (f *fixture) clientCredentials(t *testing.T) {
 	runCase(t, "1f client credentials, BODY (cc-special)", ok, func(t *testing.T, o *observation) {
 		f.ccSuccess(o, f.ccConn("Conn_CC_Special_Body", tokenURL, "cc-special", "BODY", map[string]any{"clientSecret": special}))
 	})
+	runCase(t, "1g client credentials, CLIENT_SECRET_JWT (cc-sjwt, HS256)",
+		ok+" (glewlwyd checks the HS256 assertion with the client's client_secret)", func(t *testing.T, o *observation) {
+			f.ccSuccess(o, f.ccConn("Conn_CC_SecretJWT", tokenURL, "cc-sjwt", "CLIENT_SECRET_JWT", map[string]any{"clientSecret": sjwt}))
+		})
 }
 
 // ccSuccess creates conn, tests it and expects a token.

@@ -210,6 +210,7 @@ cc_jwt_jwks=$(jq -nc --arg n "$n" '{keys: [{kty: "RSA", use: "sig", alg: "RS256"
 
 cc_basic_secret=$(rand_hex 16)
 cc_post_secret=$(rand_hex 16)
+cc_sjwt_secret=$(rand_hex 32)
 cc_special_secret="k+/=%41-$(rand_hex 8)=="
 code_client_secret=$(rand_hex 16)
 rs_introspect_secret=$(rand_hex 16)
@@ -230,6 +231,10 @@ client cc-post client_credentials client_secret_post 'orders.read orders.write' 
 	'{password: $p}' --arg p "$cc_post_secret"
 client cc-jwt client_credentials private_key_jwt 'orders.read orders.write' \
 	'{jwks: $jwks}' --argjson jwks "$cc_jwt_jwks"
+# client_secret_jwt: glewlwyd checks the HS256 signature with the client's
+# client_secret property (its password is only hashed).
+client cc-sjwt client_credentials client_secret_jwt 'orders.read orders.write' \
+	'{client_secret: $p}' --arg p "$cc_sjwt_secret"
 client cc-special client_credentials 'client_secret_basic client_secret_post' 'orders.read orders.write' \
 	'{password: $p}' --arg p "$cc_special_secret"
 client code-client 'code refresh_token' 'client_secret_basic client_secret_post' 'orders.read orders.write' \
@@ -273,6 +278,7 @@ ALICE_PASSWORD=$alice_password
 CC_BASIC_SECRET=$cc_basic_secret
 CC_POST_SECRET=$cc_post_secret
 CC_JWT_KEY_FILE=$dir/cc-jwt.pem
+CC_SJWT_SECRET=$cc_sjwt_secret
 CC_SPECIAL_SECRET=$cc_special_secret
 CODE_CLIENT_SECRET=$code_client_secret
 RS_INTROSPECT_SECRET=$rs_introspect_secret
