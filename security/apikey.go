@@ -43,41 +43,53 @@ func (k *APIKey) Validate(v *connections.Checker) {
 	if strings.ContainsAny(k.Key.Reveal(), "\r\n\x00") {
 		v.Add("key", "must not contain CR, LF or NUL")
 	}
-	switch k.In {
-	case "":
-		k.In = InHeader
-	case InHeader, InQuery:
-	default:
-		v.Add("in", "must be HEADER or QUERY")
+	defaulted, ok := checkPlacement(v, &k.In, &k.Name, "may not be used for an API key")
+	if !ok {
 		return
 	}
-	if k.Name == "" {
-		if k.In == InQuery {
-			v.Add("name", "is required when in is QUERY")
-			return
-		}
-		k.Name = "Authorization"
-		if k.ValuePrefix == nil {
-			prefix := "Bearer "
-			k.ValuePrefix = &prefix
-		}
-	}
 	if k.ValuePrefix == nil {
-		empty := ""
-		k.ValuePrefix = &empty
-	}
-	if k.In == InHeader {
-		if !httpguts.ValidHeaderFieldName(k.Name) {
-			v.Add("name", "is not a valid header name")
-		} else if !strings.EqualFold(k.Name, "Authorization") && connections.ForbiddenHeader(k.Name) {
-			v.Add("name", "may not be used for an API key")
+		prefix := ""
+		if defaulted {
+			prefix = "Bearer "
 		}
-	} else {
-		v.Text("name", k.Name, connections.MaxShortField, true)
+		k.ValuePrefix = &prefix
 	}
 	if len(*k.ValuePrefix) > connections.MaxShortField || !httpguts.ValidHeaderFieldValue(*k.ValuePrefix) {
 		v.Add("valuePrefix", "is not a valid header value prefix")
 	}
+}
+
+// checkPlacement checks where a credential goes (API key, custom flow
+// token): in, default HEADER, and name, default Authorization (reported
+// as defaulted) and required with QUERY; a header name must be valid and
+// not one connmgr sets itself (refused says why). ok is false when in or
+// name is missing or wrong, and the rest cannot be checked.
+func checkPlacement(v *connections.Checker, in *KeyLocation, name *string, refused string) (defaulted, ok bool) {
+	switch *in {
+	case "":
+		*in = InHeader
+	case InHeader, InQuery:
+	default:
+		v.Add("in", "must be HEADER or QUERY")
+		return false, false
+	}
+	if *name == "" {
+		if *in == InQuery {
+			v.Add("name", "is required when in is QUERY")
+			return false, false
+		}
+		*name, defaulted = "Authorization", true
+	}
+	if *in == InHeader {
+		if !httpguts.ValidHeaderFieldName(*name) {
+			v.Add("name", "is not a valid header name")
+		} else if !strings.EqualFold(*name, "Authorization") && connections.ForbiddenHeader(*name) {
+			v.Add("name", "%s", refused)
+		}
+	} else {
+		v.Text("name", *name, connections.MaxShortField, true)
+	}
+	return defaulted, true
 }
 
 func (k *APIKey) apply(req *http.Request) error {

@@ -177,35 +177,14 @@ func checkPointer(p string) error {
 }
 
 func (a *TokenPlacement) validate(v *connections.Checker, used map[string]bool) {
-	switch a.In {
-	case "":
-		a.In = InHeader
-	case InHeader, InQuery:
-	default:
-		v.Add("in", "must be HEADER or QUERY")
+	if _, ok := checkPlacement(v, &a.In, &a.Name, "may not carry a token"); !ok {
 		return
-	}
-	if a.Name == "" {
-		if a.In == InQuery {
-			v.Add("name", "is required when in is QUERY")
-			return
-		}
-		a.Name = "Authorization"
 	}
 	if a.Value == "" {
 		a.Value = "${accessToken}"
 		if strings.EqualFold(a.Name, "Authorization") {
 			a.Value = "Bearer ${accessToken}"
 		}
-	}
-	if a.In == InHeader {
-		if !httpguts.ValidHeaderFieldName(a.Name) {
-			v.Add("name", "is not a valid header name")
-		} else if !strings.EqualFold(a.Name, "Authorization") && connections.ForbiddenHeader(a.Name) {
-			v.Add("name", "may not carry a token")
-		}
-	} else {
-		v.Text("name", a.Name, connections.MaxShortField, true)
 	}
 	t, err := parseTemplate(a.Value, applyPlaceholders.allows)
 	switch {
