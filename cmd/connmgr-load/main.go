@@ -19,13 +19,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/connmgr/connmgr/cmd/internal/devproc"
 )
 
 func main() {
@@ -45,11 +45,9 @@ func run(duration time.Duration, concurrency, payload int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "connmgr")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/connmgr")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build connmgr (run from the repository root): %w", err)
+	bin, err := devproc.Build(dir)
+	if err != nil {
+		return err
 	}
 
 	body := bytes.Repeat([]byte("x"), payload)
@@ -69,21 +67,12 @@ func run(duration time.Duration, concurrency, payload int) error {
 	admin := "load-admin-token-0123456789abcdefghij"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin)
-	// The caller's CONNMGR_* settings (a CONNMGR_DATABASE_URL above all) must
-	// not point the measured process at a real database.
-	environ := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "CONNMGR_") })
-	cmd.Env = append(environ, "CONNMGR_ADDR=127.0.0.1:0", "CONNMGR_DATA_DIR="+dir, "CONNMGR_ADMIN_TOKEN="+admin,
-		"CONNMGR_EGRESS_ALLOW=127.0.0.0/8", "CONNMGR_LOG_LEVEL=info")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer cmd.Process.Kill()
-	addr, err := listenAddr(stderr)
+	cmd, addr, err := devproc.Start(ctx, bin, "CONNMGR_ADDR=127.0.0.1:0", "CONNMGR_DATA_DIR="+dir,
+		"CONNMGR_ADMIN_TOKEN="+admin, "CONNMGR_EGRESS_ALLOW=127.0.0.0/8", "CONNMGR_LOG_LEVEL=info")
 	if err != nil {
 		return err
 	}
+	defer cmd.Process.Kill()
 	base := "http://" + addr
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency * 2, MaxIdleConns: concurrency * 2}}
 
@@ -160,19 +149,6 @@ func run(duration time.Duration, concurrency, payload int) error {
 		return errors.New("there were errors")
 	}
 	return nil
-}
-
-// listenAddr reads connmgr's log until it says where it listens.
-func listenAddr(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		var line struct{ Msg, Addr string }
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "connmgr listening" {
-			go io.Copy(io.Discard, r)
-			return line.Addr, nil
-		}
-	}
-	return "", errors.New("connmgr exited before listening")
 }
 
 func call(client *http.Client, method, url, key string, body any) (int, error) {

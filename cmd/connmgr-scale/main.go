@@ -17,7 +17,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -42,6 +41,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/connmgr/connmgr/cmd/internal/devproc"
 )
 
 func main() {
@@ -74,11 +75,9 @@ func run(total, oauth, replicas, ttl int, duration time.Duration, parts string, 
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "connmgr")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/connmgr")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build connmgr (run from the repository root): %w", err)
+	bin, err := devproc.Build(dir)
+	if err != nil {
+		return err
 	}
 	dbURL, drop, err := createDatabase(ctx)
 	if err != nil {
@@ -182,24 +181,15 @@ func startCluster(ctx context.Context, bin, dir, dbURL string, n int) (*cluster,
 		hc: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	// A kept database (-keep) can be opened again with the keys given.
 	keys := cmp.Or(os.Getenv("CONNMGR_ENCRYPTION_KEYS"), "k1:"+base64.StdEncoding.EncodeToString(key))
-	environ := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "CONNMGR_") })
 	for i := range n {
-		cmd := exec.CommandContext(ctx, bin)
-		cmd.Env = append(slices.Clone(environ), "CONNMGR_ADDR=127.0.0.1:0", "CONNMGR_DATABASE_URL="+dbURL,
+		cmd, addr, err := devproc.Start(ctx, bin, "CONNMGR_ADDR=127.0.0.1:0", "CONNMGR_DATABASE_URL="+dbURL,
 			"CONNMGR_DATA_DIR="+filepath.Join(dir, fmt.Sprint("r", i)), "CONNMGR_ADMIN_TOKEN="+cl.admin,
-			"CONNMGR_ENCRYPTION_KEYS="+keys,
-			"CONNMGR_EGRESS_ALLOW=127.0.0.0/8", "CONNMGR_LOG_LEVEL=info")
-		stderr, _ := cmd.StderrPipe()
-		if err := cmd.Start(); err != nil {
-			cl.stop()
-			return nil, err
-		}
-		cl.procs = append(cl.procs, cmd)
-		addr, err := listenAddr(stderr)
+			"CONNMGR_ENCRYPTION_KEYS="+keys, "CONNMGR_EGRESS_ALLOW=127.0.0.0/8", "CONNMGR_LOG_LEVEL=info")
 		if err != nil {
 			cl.stop()
 			return nil, fmt.Errorf("replica %d: %w", i+1, err)
 		}
+		cl.procs = append(cl.procs, cmd)
 		cl.urls = append(cl.urls, "http://"+addr)
 	}
 	return cl, nil
@@ -219,33 +209,6 @@ func (cl *cluster) stop() {
 		case <-time.After(15 * time.Second):
 			_ = p.Process.Kill()
 		}
-	}
-}
-
-// listenAddr reads connmgr's log until it says where it listens; the rest
-// of the log goes to stderr when it is a warning or worse.
-func listenAddr(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		var line struct{ Msg, Addr, Level string }
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "connmgr listening" {
-			go func() {
-				for sc.Scan() {
-					warnings(sc.Bytes())
-				}
-			}()
-			return line.Addr, nil
-		}
-		warnings(sc.Bytes())
-	}
-	return "", errors.New("connmgr exited before listening")
-}
-
-// warnings echoes a log line of warning level or worse.
-func warnings(b []byte) {
-	var line struct{ Level string }
-	if json.Unmarshal(b, &line) != nil || line.Level == "WARN" || line.Level == "ERROR" {
-		fmt.Fprintln(os.Stderr, "connmgr:", string(b))
 	}
 }
 
