@@ -148,6 +148,8 @@ func TestExportEndpoint(t *testing.T) {
 		{"not a recipient", "?sealTo=" + canary, h.admin, 400, []string{"sealTo"}, nil},
 		{"unknown parameter", "?token=1", h.admin, 400, nil, nil},
 		{"bad selector", "?selector=team", h.admin, 400, nil, nil},
+		{"unknown policy", "?policy=KERBEROS", h.admin, 400, []string{"unknown policy"}, nil},
+		{"q over two lines", "?q=a%0Ab", h.admin, 400, []string{"one line"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,9 +2,7 @@ package api
 
 import (
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -34,11 +32,9 @@ var auditParams = []string{"connection", "actor", "action", "since", "until", "l
 func (s *Server) listAudit(c *gin.Context) {
 	q := c.Request.URL.Query()
 	bad := func(detail string) { s.fail(c, newProblem(http.StatusBadRequest, "malformed_request", detail)) }
-	for k := range q {
-		if !slices.Contains(auditParams, k) {
-			bad("unknown query parameter " + strconv.Quote(k) + "; use " + strings.Join(auditParams, ", "))
-			return
-		}
+	if err := checkParams(q, auditParams); err != nil {
+		s.fail(c, err)
+		return
 	}
 	f := audit.Filter{Connection: q.Get("connection"), Actor: q.Get("actor"), Action: q.Get("action"), Limit: 100}
 	for _, p := range []struct {

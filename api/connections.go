@@ -414,31 +414,12 @@ var listParams = []string{"role", "policy", "status", "q", "limit", "cursor"}
 
 func (s *Server) listConnections(c *gin.Context) {
 	q := c.Request.URL.Query()
-	for k := range q {
-		if !slices.Contains(listParams, k) {
-			s.fail(c, newProblem(http.StatusBadRequest, "malformed_request",
-				"unknown query parameter "+strconv.Quote(k)+"; use "+strings.Join(listParams, ", ")))
-			return
-		}
-	}
-	f := connections.Filter{Role: connections.Role(q.Get("role")), Policy: connections.Policy(q.Get("policy")),
-		Status: connections.Status(q.Get("status")), Q: q.Get("q"), Limit: 100}
-	if err := checkEnum("role", string(f.Role), connections.Roles...); err != nil {
+	f, err := connectionFilter(q, listParams)
+	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	if f.Policy != "" && !security.Known(f.Policy) {
-		s.fail(c, newProblem(http.StatusBadRequest, "malformed_request", "unknown policy "+strconv.Quote(string(f.Policy))))
-		return
-	}
-	if err := checkEnum("status", string(f.Status), connections.Statuses...); err != nil {
-		s.fail(c, err)
-		return
-	}
-	if len(f.Q) > 100 || strings.ContainsAny(f.Q, "\n\r") {
-		s.fail(c, newProblem(http.StatusBadRequest, "malformed_request", "q must be at most 100 characters on one line"))
-		return
-	}
+	f.Limit = 100
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > connections.MaxListLimit {
@@ -488,4 +469,38 @@ func checkEnum[T ~string](param string, v string, allowed ...T) error {
 		names[i] = string(a)
 	}
 	return newProblem(http.StatusBadRequest, "malformed_request", param+" must be one of "+strings.Join(names, ", "))
+}
+
+// connectionFilter reads the filters of a list of connections (role,
+// policy, status, q) from q, which may hold only the known parameters.
+func connectionFilter(q url.Values, known []string) (connections.Filter, error) {
+	if err := checkParams(q, known); err != nil {
+		return connections.Filter{}, err
+	}
+	f := connections.Filter{Role: connections.Role(q.Get("role")), Policy: connections.Policy(q.Get("policy")),
+		Status: connections.Status(q.Get("status")), Q: q.Get("q")}
+	if err := checkEnum("role", string(f.Role), connections.Roles...); err != nil {
+		return f, err
+	}
+	if f.Policy != "" && !security.Known(f.Policy) {
+		return f, newProblem(http.StatusBadRequest, "malformed_request", "unknown policy "+strconv.Quote(string(f.Policy)))
+	}
+	if err := checkEnum("status", string(f.Status), connections.Statuses...); err != nil {
+		return f, err
+	}
+	if len(f.Q) > 100 || strings.ContainsAny(f.Q, "\n\r") {
+		return f, newProblem(http.StatusBadRequest, "malformed_request", "q must be at most 100 characters on one line")
+	}
+	return f, nil
+}
+
+// checkParams refuses a query parameter other than the known ones.
+func checkParams(q url.Values, known []string) error {
+	for k := range q {
+		if !slices.Contains(known, k) {
+			return newProblem(http.StatusBadRequest, "malformed_request",
+				"unknown query parameter "+strconv.Quote(k)+"; use "+strings.Join(known, ", "))
+		}
+	}
+	return nil
 }

@@ -64,22 +64,12 @@ func parseSelector(s string) (map[string]string, error) {
 func (s *Server) exportConnections(c *gin.Context) {
 	q := c.Request.URL.Query()
 	bad := func(detail string) { s.fail(c, newProblem(http.StatusBadRequest, "malformed_request", detail)) }
-	for k := range q {
-		if !slices.Contains(exportParams, k) {
-			bad("unknown query parameter " + strconv.Quote(k) + "; use " + strings.Join(exportParams, ", "))
-			return
-		}
-	}
-	f := connections.Filter{Role: connections.Role(q.Get("role")), Policy: connections.Policy(q.Get("policy")),
-		Status: connections.Status(q.Get("status")), Q: q.Get("q"), Limit: connections.MaxListLimit}
-	if err := checkEnum("role", string(f.Role), connections.Roles...); err != nil {
+	f, err := connectionFilter(q, exportParams)
+	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	if err := checkEnum("status", string(f.Status), connections.Statuses...); err != nil {
-		s.fail(c, err)
-		return
-	}
+	f.Limit = connections.MaxListLimit
 	selector, err := parseSelector(q.Get("selector"))
 	if err != nil {
 		bad(err.Error())
