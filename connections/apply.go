@@ -309,17 +309,10 @@ func (s *Service) Apply(ctx context.Context, actor string, docs []Document, o Ap
 func (s *Service) plan(ctx context.Context, i int, d Document) (*planned, error) {
 	c := d.Connection
 	p := &planned{doc: d, item: PlanItem{Name: c.Name, Document: i}}
-	old, err := s.Store.Get(ctx, c.Name)
-	if errors.Is(err, ErrNotFound) {
-		// Get matches the name exactly: one that differs only in case
-		// would pass as a create and fail when written (identifiers are
-		// unique), after the documents before it were applied.
-		if other, lerr := s.sameIdentifier(ctx, c); lerr != nil {
-			return nil, lerr
-		} else if other != nil {
-			old, err = other, nil
-		}
-	}
+	// In any case: one whose name differs only in case would pass as a
+	// create and fail when written (identifiers are unique), after the
+	// documents before it were applied.
+	old, err := s.Store.GetFolded(ctx, c.Name)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		cand := c.Clone()
@@ -369,27 +362,6 @@ func (s *Service) plan(ctx context.Context, i int, d Document) (*planned, error)
 		}
 	}
 	return p, nil
-}
-
-// sameIdentifier returns the stored connection whose name differs from
-// c's only in case, nil when there is none.
-func (s *Service) sameIdentifier(ctx context.Context, c *Connection) (*Connection, error) {
-	f := Filter{Q: c.Name, Limit: MaxListLimit}
-	for {
-		page, next, err := s.Store.List(ctx, f)
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range page {
-			if o.Identifier() == c.Identifier() {
-				return o, nil
-			}
-		}
-		if next == "" {
-			return nil, nil
-		}
-		f.After = next
-	}
 }
 
 // pruned lists the deletes of a prune: stored connections in scope that

@@ -47,6 +47,9 @@ type Store interface {
 	Create(ctx context.Context, c *Connection) error
 	// Get returns the named connection. Returns ErrNotFound.
 	Get(ctx context.Context, name string) (*Connection, error)
+	// GetFolded returns the connection whose name is name in any case
+	// (names are unique so: their identifiers are). Returns ErrNotFound.
+	GetFolded(ctx context.Context, name string) (*Connection, error)
 	// GetByID returns the connection with row id. Returns ErrNotFound.
 	GetByID(ctx context.Context, id int64) (*Connection, error)
 	// List returns up to f.Limit connections that match f, ordered by name

@@ -268,6 +268,15 @@ func (s *Connections) Get(ctx context.Context, name string) (*connections.Connec
 	return c, nil
 }
 
+// GetFolded implements connections.Store.
+func (s *Connections) GetFolded(ctx context.Context, name string) (*connections.Connection, error) {
+	c, err := s.take(ctx, "identifier = ?", (&connections.Connection{Name: name}).Identifier())
+	if err != nil {
+		return nil, fmt.Errorf("get %q in any case: %w", name, err)
+	}
+	return c, nil
+}
+
 // GetByID returns the connection with row id. Returns connections.ErrNotFound.
 func (s *Connections) GetByID(ctx context.Context, id int64) (*connections.Connection, error) {
 	c, err := s.take(ctx, "id = ?", id)
